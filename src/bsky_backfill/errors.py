@@ -1,0 +1,235 @@
+"""Every error bsky-backfill raises, in one tree.
+
+```
+BackfillError                     context: did, host, url
+├── RetryableError                retry_after (seconds or None): try again later
+│   ├── RateLimited               429 / RateLimitExceeded; its own retry budget, never fails a DID
+│   ├── HostUnavailable           5xx, connection refused / reset, timeout
+│   ├── TruncatedRepo             the CAR ends early or lacks a block the tree needs
+│   └── StoreUnavailable          the state store or a sink cannot be reached
+├── PermanentError                retrying gives the same answer
+│   ├── RepoUnavailable           the account has no readable repo
+│   │   ├── RepoNotFound
+│   │   ├── RepoTakendown
+│   │   ├── RepoDeactivated
+│   │   └── RepoSuspended
+│   ├── InvalidSyntax             an identifier that breaks the spec (kind names which)
+│   │   └── InvalidDid
+│   ├── InvalidKey                a did:key / Multikey that cannot be decoded
+│   ├── DidResolutionError        the DID has no usable document
+│   │   ├── DidNotFound           404 from the PLC directory / did:web host
+│   │   ├── DidTombstoned         410 from the PLC directory
+│   │   └── InvalidDidDocument    no PDS endpoint, bad JSON, wrong id ...
+│   ├── InvalidRepo               the repo is corrupt or forged
+│   │   ├── MalformedCar          bad framing, header, CID, or a block over the size cap
+│   │   ├── CorruptBlock          a block's bytes do not hash to its CID
+│   │   ├── MalformedBlock        a block that is not valid DAG-CBOR (or nests too deep)
+│   │   ├── InvalidCommit         the commit object breaks the spec or names another DID
+│   │   ├── BadSignature          the commit signature does not verify
+│   │   └── MalformedMst          the tree breaks MST rules (order, depth, shape)
+│   ├── RepoTooLarge              over the configured byte cap
+│   ├── ResponseTooLarge          an XRPC body over its cap
+│   └── XrpcError                 any other XRPC error (InvalidRequest, unknown 4xx)
+└── ConfigError                   never retried; the CLI prints it in one line
+```
+
+Retry decisions use ``isinstance(e, RetryableError)``, never the message text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackfillError",
+    "BadSignature",
+    "ConfigError",
+    "CorruptBlock",
+    "DidNotFound",
+    "DidResolutionError",
+    "DidTombstoned",
+    "HostUnavailable",
+    "InvalidCommit",
+    "InvalidDid",
+    "InvalidDidDocument",
+    "InvalidKey",
+    "InvalidRepo",
+    "InvalidSyntax",
+    "MalformedBlock",
+    "MalformedCar",
+    "MalformedMst",
+    "PermanentError",
+    "RateLimited",
+    "RepoDeactivated",
+    "RepoNotFound",
+    "RepoSuspended",
+    "RepoTakendown",
+    "RepoTooLarge",
+    "RepoUnavailable",
+    "ResponseTooLarge",
+    "RetryableError",
+    "StoreUnavailable",
+    "TruncatedRepo",
+    "XrpcError",
+]
+
+
+class BackfillError(Exception):
+    """Base of every error raised by bsky-backfill; carries where it happened."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        did: str | None = None,
+        host: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.did = did
+        self.host = host
+        self.url = url
+
+    def __str__(self) -> str:
+        where = [f"{k}={v}" for k, v in (("did", self.did), ("host", self.host)) if v]
+        return f"{self.message} ({', '.join(where)})" if where else self.message
+
+
+class RetryableError(BackfillError):
+    """The same request may succeed later; ``retry_after`` is a hint in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **context: str | None):
+        super().__init__(message, **context)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryableError):
+    """The host said 429 (RateLimitExceeded); pause this host, not the DID."""
+
+
+class HostUnavailable(RetryableError):
+    """A 5xx answer, a refused or reset connection, or a timeout."""
+
+
+class TruncatedRepo(RetryableError):
+    """The CAR stopped early or lacks a block the tree needs: download it again."""
+
+
+class StoreUnavailable(RetryableError):
+    """The state store or a sink could not be reached."""
+
+
+class PermanentError(BackfillError):
+    """Asking again gives the same answer."""
+
+
+class RepoUnavailable(PermanentError):
+    """The account exists (or existed) but has no readable repo; ``status`` names why."""
+
+    status = "unavailable"
+
+
+class RepoNotFound(RepoUnavailable):
+    status = "not_found"
+
+
+class RepoTakendown(RepoUnavailable):
+    status = "takendown"
+
+
+class RepoDeactivated(RepoUnavailable):
+    status = "deactivated"
+
+
+class RepoSuspended(RepoUnavailable):
+    status = "suspended"
+
+
+class InvalidSyntax(PermanentError, ValueError):
+    """A string that is not a valid identifier of its ``kind`` (did, handle, nsid ...)."""
+
+    def __init__(self, kind: str, value: object, reason: str, **context: str | None) -> None:
+        shown = repr(value) if len(repr(value)) <= 120 else repr(value)[:117] + "..."
+        super().__init__(f"invalid {kind} {shown}: {reason}", **context)
+        self.kind = kind
+        self.value = value
+        self.reason = reason
+
+
+class InvalidDid(InvalidSyntax):
+    """A DID that breaks the DID syntax; no request is made for it."""
+
+
+class InvalidKey(PermanentError, ValueError):
+    """A did:key or Multikey string that cannot be decoded into a public key."""
+
+
+class DidResolutionError(PermanentError):
+    """The DID could not be resolved to a usable document."""
+
+
+class DidNotFound(DidResolutionError):
+    """The directory (or did:web host) has no document for this DID."""
+
+
+class DidTombstoned(DidResolutionError):
+    """The PLC directory answered 410: the DID was deleted."""
+
+
+class InvalidDidDocument(DidResolutionError):
+    """The document is not JSON, names another DID, or lacks a PDS endpoint."""
+
+
+class InvalidRepo(PermanentError):
+    """The downloaded repo is corrupt or forged; retrying the same host will not help."""
+
+
+class MalformedCar(InvalidRepo):
+    """The CAR framing, header or a CID cannot be parsed, or a block is over the size cap."""
+
+
+class CorruptBlock(InvalidRepo):
+    """A block's sha256 differs from the digest in its CID."""
+
+
+class MalformedBlock(InvalidRepo):
+    """A block that should be DAG-CBOR cannot be decoded (or nests deeper than allowed)."""
+
+
+class InvalidCommit(InvalidRepo):
+    """The signed commit object is not a valid version-3 commit of the expected DID."""
+
+
+class BadSignature(InvalidRepo):
+    """The commit signature does not verify against the account's signing key."""
+
+
+class MalformedMst(InvalidRepo):
+    """The Merkle Search Tree breaks its rules: key order, key depth or node shape."""
+
+
+class RepoTooLarge(PermanentError):
+    """The repo is larger than the configured cap."""
+
+
+class ResponseTooLarge(PermanentError):
+    """An XRPC response body exceeded its size cap."""
+
+
+class XrpcError(PermanentError):
+    """Any other XRPC error answer; ``error`` is the XRPC error name, ``status`` the HTTP code."""
+
+    def __init__(
+        self, message: str, *, error: str | None = None, status: int | None = None, **context: str | None
+    ) -> None:
+        super().__init__(message, **context)
+        self.error = error
+        self.status = status
+
+
+class ConfigError(BackfillError):
+    """The configuration is invalid; never retried. ``key`` and ``line`` locate it when known."""
+
+    def __init__(self, message: str, *, key: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.line = line
