@@ -219,7 +219,12 @@ class XrpcError(PermanentError):
     """Any other XRPC error answer; ``error`` is the XRPC error name, ``status`` the HTTP code."""
 
     def __init__(
-        self, message: str, *, error: str | None = None, status: int | None = None, **context: str | None
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        status: int | None = None,
+        **context: str | None,
     ) -> None:
         super().__init__(message, **context)
         self.error = error

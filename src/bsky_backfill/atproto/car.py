@@ -12,9 +12,9 @@ which reads a file in chunks to build an offset index and then fetches blocks wi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
 from typing import Final
 
@@ -51,7 +51,7 @@ class CarLimits:
 def check_block(cid: bytes, data: bytes) -> None:
     """Raise ``CorruptBlock`` unless ``data`` hashes to the sha2-256 digest in ``cid``."""
     if len(cid) == _FAST_CID_LEN and cid[2] == SHA2_256 and cid[3] == 0x20:
-        if hashlib.sha256(data).digest() == cid[4:]:
+        if sha256(data).digest() == cid[4:]:
             return
         raise CorruptBlock(f"block {cid_to_str(cid)} does not match its hash")
     raise CorruptBlock(f"block {cid_to_str(cid)} does not use a sha2-256 CID; cannot verify it")
@@ -179,6 +179,13 @@ class MemoryCar(CarStore):
         stop = self._scan(data, pos, 0, limits)
         if stop != len(data):
             raise TruncatedRepo(f"the CAR ends inside a frame at byte {stop}")
+
+    def get(self, cid: bytes) -> bytes:
+        packed = self._index.get(cid)
+        if packed is None:
+            return super().get(cid)  # raises TruncatedRepo
+        offset = packed >> _OFFSET_SHIFT
+        return self._data[offset : offset + (packed & _LENGTH_MASK)]
 
     def _read(self, offset: int, length: int) -> bytes:
         return self._data[offset : offset + length]

@@ -17,7 +17,7 @@ from typing import Any, Final
 import cbrrr
 import libipld
 
-from bsky_backfill.atproto.cid import CID
+from bsky_backfill.atproto.cid import CID, cid_to_str
 from bsky_backfill.errors import MalformedBlock
 
 __all__ = [
@@ -31,49 +31,61 @@ __all__ = [
 
 MAX_NESTING: Final = 1000  # libipld's recursion limit; lexicon records nest < 20 deep
 _TAG_42: Final = b"\xd8\x2a"  # CBOR tag 42 (a CID link) as it appears in encoded bytes
+_DECODE_ERRORS: Final = (
+    ValueError,
+    RecursionError,
+    TypeError,
+    OverflowError,
+    cbrrr.CbrrrDecodeError,
+)
+_libipld_decode: Final = libipld.decode_dag_cbor
 
 
-def _malformed(cid: str, exc: BaseException) -> MalformedBlock:
+def _malformed(cid: bytes, exc: BaseException) -> MalformedBlock:
     reason = "nests too deep" if isinstance(exc, RecursionError) else str(exc)
-    return MalformedBlock(f"block {cid} is not valid DAG-CBOR: {reason}")
+    return MalformedBlock(f"block {cid_to_str(cid)} is not valid DAG-CBOR: {reason}")
 
 
-def decode_block(data: bytes, cid: str) -> Any:
+def decode_block(data: bytes, cid: bytes) -> Any:
     """Decode a DAG-CBOR block with links as raw CID ``bytes`` (MST nodes, headers).
 
     Raises ``MalformedBlock`` for anything that is not a single valid DAG-CBOR value.
     """
     try:
-        return libipld.decode_dag_cbor(data)
-    except (ValueError, RecursionError, TypeError, OverflowError) as exc:
+        return _libipld_decode(data)
+    except _DECODE_ERRORS as exc:
         raise _malformed(cid, exc) from None
 
 
-def decode_record(data: bytes, cid: str) -> dict[str, Any]:
+def decode_record(data: bytes, cid: bytes) -> dict[str, Any]:
     """Decode a record block into a dict; links become :class:`CID`, bytes stay ``bytes``.
 
     Raises ``MalformedBlock`` when the block is not valid DAG-CBOR or not a map.
     """
-    value = decode_block(data, cid)  # validates, and caps nesting, for both paths
-    if _TAG_42 in data:
-        try:
+    try:
+        value = _libipld_decode(data)  # validates and caps nesting, for both paths
+        if _TAG_42 in data:
             value = cbrrr.decode_dag_cbor(data, cid_ctor=CID)
-        except (ValueError, cbrrr.CbrrrDecodeError) as exc:
-            raise _malformed(cid, exc) from None
-    if not isinstance(value, dict):
-        raise MalformedBlock(f"record block {cid} is a {type(value).__name__}, not a map")
+    except _DECODE_ERRORS as exc:
+        raise _malformed(cid, exc) from None
+    if type(value) is not dict:
+        raise MalformedBlock(
+            f"record block {cid_to_str(cid)} is a {type(value).__name__}, not a map"
+        )
     return value
 
 
-def decode_commit_block(data: bytes, cid: str) -> dict[str, Any]:
+def decode_commit_block(data: bytes, cid: bytes) -> dict[str, Any]:
     """Decode a commit block keeping links as ``cbrrr.CID`` so it can be re-encoded exactly."""
     decode_block(data, cid)
     try:
         value = cbrrr.decode_dag_cbor(data)
-    except (ValueError, cbrrr.CbrrrDecodeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _malformed(cid, exc) from None
     if not isinstance(value, dict):
-        raise MalformedBlock(f"commit block {cid} is a {type(value).__name__}, not a map")
+        raise MalformedBlock(
+            f"commit block {cid_to_str(cid)} is a {type(value).__name__}, not a map"
+        )
     return value
 
 

@@ -15,9 +15,9 @@ wanted, subtrees whose bounds exclude them are never fetched.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
+from hashlib import sha256
 from typing import Any, Final
 
 from bsky_backfill.atproto.cbor import decode_block
@@ -36,8 +36,13 @@ Fetch = Callable[[bytes], bytes]
 
 def key_layer(key: bytes) -> int:
     """The MST layer of ``key``: leading zero bits of its sha256, divided by two."""
-    digest = int.from_bytes(hashlib.sha256(key).digest(), "big")
-    return (256 - digest.bit_length()) // 2
+    return _layer_of_digest(sha256(key).digest())
+
+
+def _layer_of_digest(digest: bytes) -> int:
+    if digest[0] >= 0x40:  # fewer than two leading zero bits: layer 0, three keys in four
+        return 0
+    return (256 - int.from_bytes(digest, "big").bit_length()) // 2
 
 
 class KeyRanges:
@@ -59,40 +64,18 @@ class KeyRanges:
         )
 
 
+def _bad(cid: bytes, problem: str) -> MalformedMst:
+    return MalformedMst(f"MST node {cid_to_str(cid)} {problem}")
+
+
 def _node(fetch: Fetch, cid: bytes) -> tuple[bytes | None, list[Any]]:
-    name = cid_to_str(cid)
-    node = decode_block(fetch(cid), name)
+    node = decode_block(fetch(cid), cid)
     if not isinstance(node, dict) or set(node) != {"l", "e"}:
-        raise MalformedMst(f"MST node {name} is not a {{l, e}} map")
+        raise _bad(cid, "is not a {l, e} map")
     left, entries = node["l"], node["e"]
     if not (left is None or isinstance(left, bytes)) or not isinstance(entries, list):
-        raise MalformedMst(f"MST node {name} has a bad 'l' or 'e' field")
+        raise _bad(cid, "has a bad 'l' or 'e' field")
     return left, entries
-
-
-def _keys(entries: list[Any], name: str) -> list[tuple[bytes, bytes, bytes | None]]:
-    """Expand prefix-compressed entries into ``(key, value CID, right subtree CID)``."""
-    out = []
-    prev = b""
-    for entry in entries:
-        if not isinstance(entry, dict) or set(entry) != {"p", "k", "v", "t"}:
-            raise MalformedMst(f"MST node {name} has an entry that is not a {{p, k, v, t}} map")
-        p, k, v, t = entry["p"], entry["k"], entry["v"], entry["t"]
-        if (
-            not isinstance(p, int)
-            or not isinstance(k, bytes)
-            or not isinstance(v, bytes)
-            or not (t is None or isinstance(t, bytes))
-        ):
-            raise MalformedMst(f"MST node {name} has an entry with mistyped fields")
-        if not 0 <= p <= len(prev):
-            raise MalformedMst(f"MST node {name}: prefix length {p} exceeds the previous key")
-        key = prev[:p] + k
-        if not _KEY_RE.fullmatch(key):
-            raise MalformedMst(f"MST node {name}: key {key[:80]!r} is not collection/rkey")
-        out.append((key, v, t))
-        prev = key
-    return out
 
 
 def walk_mst(
@@ -113,55 +96,101 @@ def walk_mst(
         if left is not None:
             raise MalformedMst("the MST root is an empty node pointing to a subtree")
         return
-    first = _keys(entries, cid_to_str(root))[0][0]
-    root_layer = key_layer(first) if check_layers else _MAX_LAYER
-    # A stack of pending work, popped in key order: a subtree is (cid, layer, lo, hi),
-    # a record is (key, cid).
-    stack: list[tuple[Any, ...]] = [(root, root_layer, None, None)]
-    is_root = True
-    while stack:
-        item = stack.pop()
-        if len(item) == 2:
-            yield item[0], item[1]
-            continue
+    # Unchecked layers still count down from the top, so a chain of empty nodes ends.
+    layer = _root_layer(entries) if check_layers else _MAX_LAYER
+    items = _expand(root, left, entries, layer, None, None, wanted, check_layers)
+    # Pending work, popped in key order: a subtree is (cid, layer, lo, hi), a record
+    # (key, cid). A node's records before its first subtree go out without the stack.
+    stack: list[tuple[Any, ...]] = []
+    while True:
+        i, n = 0, len(items)
+        while i < n and len(items[i]) == 2:
+            yield items[i]
+            i += 1
+        if i < n:
+            stack.extend(reversed(items[i:]))
+        item = stack.pop() if stack else None
+        while item is not None and len(item) == 2:
+            yield item
+            item = stack.pop() if stack else None
+        if item is None:
+            return
         cid, layer, lo, hi = item
-        name = cid_to_str(cid)
-        if is_root:
-            is_root = False
-        else:
-            left, entries = _node(fetch, cid)
-            if not entries and left is None:
-                raise MalformedMst(f"MST node {name} is empty")
-        keyed = _keys(entries, name)
-        pending: list[tuple[Any, ...]] = []
-        prev_key = lo
-        subtree = left
-        for key, value, right in keyed:
-            if (prev_key is not None and key <= prev_key) or (hi is not None and key >= hi):
-                raise MalformedMst(f"MST node {name}: key {key[:80]!r} is out of order")
-            if check_layers and key_layer(key) != layer:
-                raise MalformedMst(f"MST node {name}: key {key[:80]!r} is on the wrong layer")
-            _push_subtree(pending, subtree, layer, prev_key, key, wanted, name)
-            if wanted is None or wanted.contains(key):
-                pending.append((key, value))
-            prev_key = key
-            subtree = right
-        _push_subtree(pending, subtree, layer, prev_key, hi, wanted, name)
-        stack.extend(reversed(pending))
+        left, entries = _node(fetch, cid)
+        if not entries and left is None:
+            raise _bad(cid, "is empty")
+        items = _expand(cid, left, entries, layer, lo, hi, wanted, check_layers)
 
 
-def _push_subtree(
-    pending: list[tuple[Any, ...]],
-    cid: bytes | None,
+def _root_layer(entries: list[Any]) -> int:
+    """The root's layer is its first key's; a malformed first entry fails later, in _expand."""
+    first = entries[0]
+    key = first.get("k") if isinstance(first, dict) else None
+    return key_layer(key) if isinstance(key, bytes) else 0
+
+
+def _expand(
+    cid: bytes,
+    left: bytes | None,
+    entries: list[Any],
     layer: int,
     lo: bytes | None,
     hi: bytes | None,
     wanted: KeyRanges | None,
-    parent: str,
+    check_layers: bool,
+) -> list[tuple[Any, ...]]:
+    """A node's subtrees and records in key order; every key checked for shape, for order
+    within the node's bounds ``(lo, hi)`` and, with ``check_layers``, for its layer.
+    """
+    out: list[tuple[Any, ...]] = []
+    prev = b""
+    prev_key = lo
+    subtree = left
+    fullmatch = _KEY_RE.fullmatch
+    for entry in entries:
+        try:
+            if len(entry) != 4:
+                raise TypeError
+            p, k, v, t = entry["p"], entry["k"], entry["v"], entry["t"]
+        except (TypeError, KeyError):
+            raise _bad(cid, "has an entry that is not a {p, k, v, t} map") from None
+        if (
+            type(p) is not int
+            or type(k) is not bytes
+            or type(v) is not bytes
+            or not (t is None or type(t) is bytes)
+        ):
+            raise _bad(cid, "has an entry with mistyped fields")
+        if not 0 <= p <= len(prev):
+            raise _bad(cid, f"has prefix length {p}, longer than the previous key")
+        key = prev[:p] + k
+        if fullmatch(key) is None:
+            raise _bad(cid, f"has key {key[:80]!r}, not collection/rkey")
+        if (prev_key is not None and key <= prev_key) or (hi is not None and key >= hi):
+            raise _bad(cid, f"has key {key[:80]!r} out of order")
+        if check_layers and _layer_of_digest(sha256(key).digest()) != layer:
+            raise _bad(cid, f"has key {key[:80]!r} on the wrong layer")
+        if subtree is not None:
+            _push_subtree(out, subtree, layer, prev_key, key, wanted, cid)
+        if wanted is None or wanted.contains(key):
+            out.append((key, v))
+        prev = prev_key = key
+        subtree = t
+    if subtree is not None:
+        _push_subtree(out, subtree, layer, prev_key, hi, wanted, cid)
+    return out
+
+
+def _push_subtree(
+    pending: list[tuple[Any, ...]],
+    cid: bytes,
+    layer: int,
+    lo: bytes | None,
+    hi: bytes | None,
+    wanted: KeyRanges | None,
+    parent: bytes,
 ) -> None:
-    if cid is None:
-        return
     if layer == 0:
-        raise MalformedMst(f"MST node {parent} on layer 0 points to a subtree")
+        raise _bad(parent, "on layer 0 points to a subtree")
     if wanted is None or wanted.overlaps(lo, hi):
         pending.append((cid, layer - 1, lo, hi))

@@ -58,6 +58,9 @@ class RepoRecord(NamedTuple):
         return f"at://{did}/{self.collection}/{self.rkey}"
 
 
+_new_record = tuple.__new__
+
+
 @dataclass(frozen=True, slots=True)
 class Commit:
     """The signed commit at the root of a repo export."""
@@ -127,15 +130,19 @@ class Repo:
         return data
 
     def _iter_records(self) -> Iterator[RepoRecord]:
-        fetch = self._fetch
+        get, check = self._store.get, self.verify != "none"
         for key, cid in walk_mst(
-            fetch,
+            self._fetch,
             self.commit.data_cid,
             wanted=self._wanted,
             check_layers=self.verify == "full",
         ):
+            data = get(cid)
+            if check:
+                check_block(cid, data)
             collection, _, rkey = key.decode("ascii").partition("/")
-            yield RepoRecord(collection, rkey, cid, decode_record(fetch(cid), cid_to_str(cid)))
+            # tuple.__new__ skips NamedTuple's Python-level __new__: a third of a record's cost.
+            yield _new_record(RepoRecord, (collection, rkey, cid, decode_record(data, cid)))
 
     def close(self) -> None:
         """Release the CAR (closes a file-backed store). Idempotent."""
@@ -195,7 +202,7 @@ def _read_commit(store: CarStore, verify: str) -> tuple[Commit, dict[str, Any]]:
     data = store.get(root)
     if verify != "none":
         check_block(root, data)
-    fields = decode_commit_block(data, cid_to_str(root))
+    fields = decode_commit_block(data, root)
     did, version, rev = fields.get("did"), fields.get("version"), fields.get("rev")
     data_cid, prev = fields.get("data"), fields.get("prev", None)
     if version != 3:

@@ -143,7 +143,7 @@ def test_a_layer_zero_node_with_a_subtree_is_malformed() -> None:
     a, b = keys_on_layer(0, 2)
     below = blocks.put({"e": [entry(b)], "l": None})
     root = blocks.put({"e": [entry(a, t=below)], "l": None})
-    with pytest.raises(MalformedMst, match="layer 0 points to a subtree"):
+    with pytest.raises(MalformedMst, match="on layer 0 points to a subtree"):
         list(walk_mst(blocks.fetch, root.cid_bytes))
 
 
