@@ -76,12 +76,12 @@ def test_a_collection_filter_skips_other_subtrees_unfetched() -> None:
     repo = build_repo(DID, records, rev="3l4cqjgbemz2c", sign=KEY.sign)
     full, filtered = Blocks(repo.blocks), Blocks(repo.blocks)
     all_keys = list(walk_mst(full.fetch, repo.data_cid.cid_bytes))
-    wanted = KeyRanges(["app.bsky.actor.profile", "com.example.thing"])
+    wanted = KeyRanges(["app.bsky.actor.profile", "com.example.bookmark"])
     some = [k for k, _ in walk_mst(filtered.fetch, repo.data_cid.cid_bytes, wanted=wanted)]
     assert some == [
         k
         for k, _ in all_keys
-        if k.split(b"/")[0] in (b"app.bsky.actor.profile", b"com.example.thing")
+        if k.split(b"/")[0] in (b"app.bsky.actor.profile", b"com.example.bookmark")
     ]
     assert filtered.fetched < full.fetched / 2
 

@@ -48,8 +48,12 @@ def test_block_order_duplicates_and_unreferenced_blocks_do_not_matter(order: str
 def test_record_values_keep_links_distinct_from_bytes() -> None:
     with read_repo(make_repo(200).car, signing_key=KEY.did_key) as read:
         values = {(r.collection, r.rkey): r.value for r in read.records}
-    images = [v["embed"]["images"][0]["image"]["ref"] for v in values.values() if "embed" in v]
-    payloads = [v["payload"] for (c, _), v in values.items() if c == "com.example.thing"]
+    images = [
+        v["embed"]["images"][0]["image"]["ref"]
+        for v in values.values()
+        if "images" in v.get("embed", {})
+    ]
+    payloads = [v["tag"] for (c, _), v in values.items() if c == "com.example.bookmark"]
     assert images
     assert payloads
     assert all(isinstance(ref, CID) for ref in images)
@@ -62,10 +66,14 @@ def test_a_collection_filter_returns_exactly_that_subset() -> None:
     with read_repo(repo.car, signing_key=KEY.did_key) as full:
         everything = triples(full.records)
     with read_repo(
-        repo.car, signing_key=KEY.did_key, collections=["app.bsky.feed.post", "com.example.thing"]
+        repo.car,
+        signing_key=KEY.did_key,
+        collections=["app.bsky.feed.post", "com.example.bookmark"],
     ) as some:
         subset = triples(some.records)
-    assert subset == [t for t in everything if t[0] in ("app.bsky.feed.post", "com.example.thing")]
+    assert subset == [
+        t for t in everything if t[0] in ("app.bsky.feed.post", "com.example.bookmark")
+    ]
     with read_repo(repo.car, signing_key=KEY.did_key, collections="app.bsky.feed.like") as one:
         assert {t[0] for t in triples(one.records)} == {"app.bsky.feed.like"}
 
