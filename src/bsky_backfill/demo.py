@@ -79,7 +79,8 @@ def run_reader_demo(console: Console, *, accounts: int, seed: int) -> None:
     total_bytes = 0
     started = time.perf_counter()
     for account in built:
-        with read_repo(account.export.car, signing_key=account.key.did_key, did=account.did) as repo:
+        key = account.key.did_key
+        with read_repo(account.export.car, signing_key=key, did=account.did) as repo:
             per_collection.update(record.collection for record in repo.records)
             total_bytes += repo.size
     elapsed = time.perf_counter() - started

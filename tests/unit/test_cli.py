@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bsky_backfill.atproto.crypto import Keypair
+from bsky_backfill.cli import app
+from tests.support.repos import DID, KEY, make_repo
+
+runner = CliRunner()
+COMMANDS = ["inspect", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example: bsky-backfill" in result.output
+
+
+def test_inspect_summarises_a_verified_repo(tmp_path: Path) -> None:
+    repo = make_repo(60)
+    path = tmp_path / "repo.car"
+    path.write_bytes(repo.car)
+    result = runner.invoke(app, ["inspect", str(path), "--key", KEY.did_key, "--did", DID])
+    assert result.exit_code == 0, result.output
+    assert DID in result.output
+    assert "total" in result.output
+    assert "60" in result.output
+
+
+def test_inspect_jsonl_prints_one_record_per_line(tmp_path: Path) -> None:
+    repo = make_repo(25)
+    path = tmp_path / "repo.car"
+    path.write_bytes(repo.car)
+    result = runner.invoke(app, ["inspect", str(path), "--verify", "hashes", "--jsonl"])
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert len(lines) == 25
+    assert {line["cid"] for line in lines} == {
+        str(c.encode("base32")) for c in repo.record_cids.values()
+    }
+    assert all(line["uri"].startswith(f"at://{DID}/") for line in lines)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from bsky_backfill.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_tampered_repo_gives_one_error_line_and_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "repo.car"
+    path.write_bytes(make_repo(5).car)
+    result = run_cli("inspect", str(path), "--key", Keypair.from_seed("k256", "x").did_key)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: BadSignature: the commit")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["inspect", "missing.car"], "no such file"),
+        (["inspect", "x.car", "--verify", "full"], "needs --key"),
+        (["inspect", "x.car", "--verify", "maybe"], "must be full, hashes or none"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_clear_message(args: list[str], message: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_demo_reads_verified_repos_and_catches_tampering() -> None:
+    result = run_cli("demo", "--accounts", "4")
+    assert result.returncode == 0, result.stderr
+    assert "fully verified" in result.stdout
+    for caught in ("CorruptBlock", "BadSignature", "TruncatedRepo"):
+        assert caught in result.stdout
+    assert "not detected" not in result.stdout
+
+
+def test_version_prints_the_package_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("bsky-backfill ")
