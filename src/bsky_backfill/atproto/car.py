@@ -104,7 +104,14 @@ class CarStore:
         while pos < end:
             start = pos
             try:
-                length, pos = read_varint(buf, pos)
+                # Frame lengths of real blocks fit one or two varint bytes: decode inline.
+                first = buf[pos]
+                if first < 0x80:
+                    length, pos = first, pos + 1
+                elif 0 < buf[pos + 1] < 0x80:
+                    length, pos = (first & 0x7F) | (buf[pos + 1] << 7), pos + 2
+                else:
+                    length, pos = read_varint(buf, pos)
             except IndexError:
                 return start
             except ValueError as exc:
@@ -117,19 +124,12 @@ class CarStore:
             frame_end = pos + length
             if frame_end > end:
                 return start
-            if (
-                length >= _FAST_CID_LEN
-                and buf[pos] == 1
-                and buf[pos + 1] < 0x80
-                and buf[pos + 2] == SHA2_256
-                and buf[pos + 3] == 0x20
-            ):
+            if length >= _FAST_CID_LEN and buf[pos] == 1 and buf[pos + 2 : pos + 4] == b"\x12\x20":
                 cid_end = pos + _FAST_CID_LEN
+                if buf[pos + 1] >= 0x80:  # a two-byte codec: not the fast layout after all
+                    cid_end = _cid_end(buf, pos, base + start)
             else:
-                try:
-                    cid_end = parse_cid_bytes(buf, pos)
-                except (IndexError, ValueError) as exc:
-                    raise MalformedCar(f"bad CID in frame at byte {base + start}: {exc}") from None
+                cid_end = _cid_end(buf, pos, base + start)
             if cid_end > frame_end:
                 raise MalformedCar(f"CID overruns its frame at byte {base + start}")
             index.setdefault(
@@ -139,6 +139,13 @@ class CarStore:
             pos = frame_end
         self.duplicates += frames - (len(index) - before)
         return pos
+
+
+def _cid_end(buf: bytes, pos: int, at: int) -> int:
+    try:
+        return parse_cid_bytes(buf, pos)
+    except (IndexError, ValueError) as exc:
+        raise MalformedCar(f"bad CID in frame at byte {at}: {exc}") from None
 
 
 def _parse_header(buf: bytes) -> tuple[tuple[bytes, ...], int]:
