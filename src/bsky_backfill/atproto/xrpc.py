@@ -1,4 +1,4 @@
-"""An aiohttp client for XRPC queries (``GET {base}/xrpc/{nsid}?params``) and plain JSON GETs.
+"""An aiohttp client for XRPC queries (``GET {base}/xrpc/{nsid}?params``) and plain GETs.
 
 Every answer, success or error, carries the host's rate-limit headers as
 :class:`RateLimitInfo`, so a scheduler can slow down before it is told to stop.
