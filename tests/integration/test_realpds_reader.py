@@ -21,8 +21,8 @@ from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.crypto import Keypair
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.errors import BadSignature, CorruptBlock, InvalidCommit, TruncatedRepo
-from tests.integration.conftest import LIKE, POST, PROFILE, THING, post_text
 from tests.support.realpds import PdsClient, RepoSnapshot
+from tests.support.realpds_population import LIKE, POST, PROFILE, THING, post_text
 
 pytestmark = pytest.mark.realpds
 

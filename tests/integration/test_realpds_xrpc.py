@@ -23,8 +23,8 @@ from bsky_backfill.errors import (
     RepoTooLarge,
     RepoUnavailable,
 )
-from tests.integration.conftest import POST, timestamp
 from tests.support.realpds import Account, PdsClient, RealNetwork, RepoSnapshot
+from tests.support.realpds_population import POST, timestamp
 
 pytestmark = pytest.mark.realpds
 

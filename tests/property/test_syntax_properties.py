@@ -159,6 +159,33 @@ def test_regex_validators_agree_with_rule_by_rule_explainers(text: str) -> None:
 
 # --- datetimes ---------------------------------------------------------------------------
 
+DAY_ONE = datetime(1, 1, 1, tzinfo=UTC)
+YEAR_ZERO_MICROS = 366 * 86_400 * 1_000_000  # 0000 is a leap year
+
+
+def _slow_datetime(text: str) -> datetime | str:
+    """parse_datetime by the spec's rules alone: the instant, or the InvalidSyntax reason."""
+    try:
+        micros = syntax._datetime_micros(text)
+    except InvalidSyntax as error:
+        return error.reason
+    if micros < YEAR_ZERO_MICROS:
+        return "year 0000"
+    return DAY_ONE + timedelta(microseconds=micros - YEAR_ZERO_MICROS)
+
+
+@given(near_misses)
+def test_fromisoformat_fast_path_agrees_with_spec_rules(text: str) -> None:
+    expected = _slow_datetime(text)
+    reason = _reason(parse_datetime, text)
+    if isinstance(expected, datetime):
+        assert reason is None
+        assert parse_datetime(text) == expected
+    else:
+        assert reason is not None
+        assert expected in reason
+
+
 offsets = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
 
 

@@ -138,7 +138,13 @@ def build_repo(
     items = [(k.encode(), record_cids[k], layer_of(k.encode())) for k in sorted(records)]
     root_layer = max((layer for _, _, layer in items), default=0)
     data_cid = writer.node(items, root_layer)
-    unsigned = {"did": did, "version": 3, "data": data_cid, "rev": rev, "prev": None}
+    unsigned: dict[str, Any] = {
+        "did": did,
+        "version": 3,
+        "data": data_cid,
+        "rev": rev,
+        "prev": None,
+    }
     commit = dict(unsigned, sig=sign(bytes(cbrrr.encode_dag_cbor(unsigned))))
     commit_order: list[bytes] = []
     writer.order = commit_order
@@ -172,7 +178,8 @@ def _block_sequence(
 
 def encode_car(roots: list[cbrrr.CID], blocks: Iterable[tuple[bytes, bytes]]) -> bytes:
     """A CAR v1 with ``roots`` and the given ``(binary CID, data)`` frames, in order."""
-    header = bytes(cbrrr.encode_dag_cbor({"roots": roots, "version": 1}))
+    header_fields: dict[str, Any] = {"roots": roots, "version": 1}
+    header = bytes(cbrrr.encode_dag_cbor(header_fields))
     out = [_varint(len(header)), header]
     for cid, data in blocks:
         out.append(_varint(len(cid) + len(data)))
