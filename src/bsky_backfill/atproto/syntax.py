@@ -442,6 +442,7 @@ def _days_before(year: int, month: int) -> int:
 
 # The spec's range is 0000-01-01 to 9999-12-31 UTC, but year 0000 is below datetime.min, so
 # the exact check counts microseconds from 0000-01-01T00:00Z instead of using datetime.
+_YEAR_1_MICROS = _days_before(1, 1) * _MICROS_PER_DAY
 _YEAR_10000_MICROS = _days_before(10000, 1) * _MICROS_PER_DAY
 
 
@@ -475,9 +476,11 @@ def parse_datetime(s: str) -> datetime:
         raise InvalidSyntax("datetime", s, _type_problem(s))
     if (parsed := _parse_common_datetime(s)) is not None:
         return parsed
-    _datetime_micros(s)  # raises, naming the rule, unless s is valid
-    # Valid, yet refused by fromisoformat: only a year-0000 instant is both (property-tested).
-    raise InvalidSyntax("datetime", s, "valid, but falls in year 0000 UTC, before datetime.min")
+    # Here s is invalid (this raises, naming the rule) or written in year 0000 local time.
+    micros = _datetime_micros(s)
+    if micros < _YEAR_1_MICROS:
+        raise InvalidSyntax("datetime", s, "valid, but falls in year 0000 UTC, before datetime.min")
+    return datetime(1, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros - _YEAR_1_MICROS)
 
 
 def _parse_common_datetime(s: str) -> datetime | None:

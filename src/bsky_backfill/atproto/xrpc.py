@@ -15,16 +15,13 @@ Ownership: an :class:`XrpcClient` built on a session you pass never closes it; t
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final, TypeAlias, TypedDict
@@ -33,6 +30,7 @@ import aiohttp
 from yarl import URL
 
 from bsky_backfill import __version__
+from bsky_backfill.atproto.ratelimit import RateLimitInfo
 from bsky_backfill.errors import (
     BackfillError,
     HostUnavailable,
@@ -99,90 +97,6 @@ class XrpcOptions:
         sizes = (self.max_json_bytes, self.max_body_bytes, self.spool_threshold)
         if min(numbers) <= 0 or min(sizes) <= 0:
             raise ValueError("XrpcOptions timeouts and sizes must be positive")
-
-
-# --- Rate-limit headers ----------------------------------------------------------------
-
-# ASCII digits only, and few of them: int() would accept other scripts' digits, and
-# millions of digits make int() itself raise.
-_INTEGER: Final = re.compile(r"\s*(\d{1,15})\s*", re.ASCII)
-_SECONDS: Final = re.compile(r"\s*(\d{1,15}(?:\.\d{1,9})?)\s*", re.ASCII)
-_POLICY_ITEM: Final = re.compile(r'\s*"?\s*(\d{1,15})\s*((?:;[^,;"]*)*)"?\s*(?:,|$)', re.ASCII)
-_WINDOW: Final = re.compile(r"\s*w\s*=\s*(\d{1,15})\s*", re.ASCII)
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitInfo:
-    """What a response's rate-limit headers said; a field is None when absent or malformed.
-
-    ``reset_at`` is absolute unix seconds (``RateLimit-Reset`` is not a delta).
-    ``policy_limit`` / ``policy_window`` come from ``RateLimit-Policy: "<limit>;w=<seconds>"``.
-    ``retry_after`` is seconds from the moment the response arrived (``Retry-After`` as
-    seconds or an HTTP-date).
-    """
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset_at: float | None = None
-    policy_limit: int | None = None
-    policy_window: float | None = None
-    retry_after: float | None = None
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str], *, now: float) -> RateLimitInfo:
-        """Parse the headers of one response (``now``: unix seconds). Never raises."""
-        policy_limit, policy_window = _parse_policy(headers.get("RateLimit-Policy"))
-        return cls(
-            limit=_parse_integer(headers.get("RateLimit-Limit")),
-            remaining=_parse_integer(headers.get("RateLimit-Remaining")),
-            reset_at=_parse_seconds(headers.get("RateLimit-Reset")),
-            policy_limit=policy_limit,
-            policy_window=policy_window,
-            retry_after=_parse_retry_after(headers.get("Retry-After"), now),
-        )
-
-    def retry_delay(self, now: float) -> float | None:
-        """Seconds to wait: ``Retry-After`` if given, else until ``reset_at``, else None."""
-        if self.retry_after is not None:
-            return self.retry_after
-        if self.reset_at is not None:
-            return max(0.0, self.reset_at - now)
-        return None
-
-
-def _parse_integer(value: str | None) -> int | None:
-    match = _INTEGER.fullmatch(value) if value is not None else None
-    return int(match[1]) if match else None
-
-
-def _parse_seconds(value: str | None) -> float | None:
-    match = _SECONDS.fullmatch(value) if value is not None else None
-    return float(match[1]) if match else None
-
-
-def _parse_policy(value: str | None) -> tuple[int | None, float | None]:
-    """The first item of ``RateLimit-Policy``: the one that matches ``RateLimit-Limit``."""
-    match = _POLICY_ITEM.match(value) if value is not None else None
-    if match is None:
-        return None, None
-    windows = (_WINDOW.fullmatch(param) for param in match[2].split(";"))
-    window = next((float(w[1]) for w in windows if w), None)
-    return int(match[1]), window
-
-
-def _parse_retry_after(value: str | None, now: float) -> float | None:
-    if value is None:
-        return None
-    seconds = _parse_seconds(value)
-    if seconds is not None:
-        return seconds
-    try:
-        moment = email.utils.parsedate_to_datetime(value.strip())
-        if moment.tzinfo is None:  # "-0000": RFC 5322 for "UTC, origin unknown"
-            moment = moment.replace(tzinfo=UTC)
-        return max(0.0, moment.timestamp() - now)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 # --- Responses --------------------------------------------------------------------------

@@ -8,8 +8,6 @@ import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from pathlib import Path
 
 import aiohttp
@@ -197,30 +195,6 @@ async def test_malformed_rate_limit_headers_are_none(serve: Serve, client: XrpcC
     base = await serve(answer(headers=headers))
     response = await client.get_json(base, "com.example.ok")
     assert response.rate_limit == RateLimitInfo()
-
-
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        ({"RateLimit-Policy": '"100;w=60"'}, (100, 60.0)),
-        ({"RateLimit-Policy": "100;w=60;comment=x, 3000;w=300"}, (100, 60.0)),
-        ({"RateLimit-Policy": "100"}, (100, None)),
-        ({"RateLimit-Policy": "100;q=1"}, (100, None)),
-        ({"RateLimit-Policy": "100x;w=60"}, (None, None)),
-    ],
-)
-def test_policy_header_forms(
-    headers: dict[str, str], expected: tuple[int | None, float | None]
-) -> None:
-    info = RateLimitInfo.from_headers(headers, now=NOW)
-    assert (info.policy_limit, info.policy_window) == expected
-
-
-def test_retry_after_as_http_date_is_relative_to_now() -> None:
-    date = format_datetime(datetime.fromtimestamp(NOW + 90, UTC), usegmt=True)
-    assert RateLimitInfo.from_headers({"Retry-After": date}, now=NOW).retry_after == 90.0
-    past = format_datetime(datetime.fromtimestamp(NOW - 90, UTC), usegmt=True)
-    assert RateLimitInfo.from_headers({"Retry-After": past}, now=NOW).retry_after == 0.0
 
 
 # --- error answers ----------------------------------------------------------------------
