@@ -86,7 +86,11 @@ def _cases(path: Path) -> dict[int, str]:
     return {n: line for n, line in enumerate(lines, 1) if line and not line.startswith("#")}
 
 
-def _params(suffix: str, kinds: list[str]) -> Iterator[Any]:
+def _params(suffix: str, kinds: list[str]) -> list[Any]:
+    return list(_iter_params(suffix, kinds))  # pytest 9.2 deprecates iterators here
+
+
+def _iter_params(suffix: str, kinds: list[str]) -> Iterator[Any]:
     for kind in kinds:
         filename = f"{kind}_{suffix}.txt"
         path = shared_dir() / "interop" / "syntax" / filename
