@@ -1,10 +1,11 @@
 """Reader speed: ``read_repo`` at each verify level vs ``libipld.decode_car`` alone.
 
-Usage: python -m benchmarks.bench_reader [--quick] [--car FILE ...] [--out results.json]
+Usage: python -m benchmarks.bench_reader [--quick] [--car-dir DIR] [--out results.json]
 
-For each CAR set (generated repos of several sizes, plus any ``--car`` files, e.g. repos
-the real PDS wrote) it times, in CPU seconds of this one thread (``process_time``, less
-disturbed by other load than wall time), the best of N interleaved runs of:
+For each CAR set (generated repos of several sizes, plus the CARs in ``--car-dir``, e.g.
+repos the real PDS wrote, exported by ``benchmarks.realpds_cars``) it times, in CPU
+seconds of this one thread (``process_time``, less disturbed by other load than wall
+time), the best of N interleaved runs of:
 - ``decode_car``: ``libipld.decode_car`` — framing + decoding every block, no checks;
 - ``full`` / ``hashes`` / ``none``: ``read_repo`` iterating every record;
 - ``filter``: ``full`` with a rare collection only.
@@ -86,6 +87,13 @@ def read_all(
     return count
 
 
+def from_dir(directory: Path) -> CarSet:
+    keys_file = directory / "keys.json"
+    keys = json.loads(keys_file.read_text()) if keys_file.is_file() else {}
+    cars = [(path.read_bytes(), keys.get(path.stem)) for path in sorted(directory.glob("*.car"))]
+    return CarSet(f"{directory.name} CARs", cars)
+
+
 def small_sizes(count: int) -> list[int]:
     return [random.Random(i).randrange(20, 400) for i in range(count)]
 
@@ -130,7 +138,7 @@ def measure(car_set: CarSet, repeats: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sets, fewer repeats")
-    parser.add_argument("--car", action="append", default=[], type=Path, help="extra CAR file")
+    parser.add_argument("--car-dir", type=Path, help="CARs (+ keys.json: did -> did:key)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 7
@@ -139,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         generated("many small repos", small_sizes(200 * scale), 1),
         generated("one 25k-record repo", [25_000 * scale], 2),
     ]
-    if args.car:
-        sets.append(CarSet("given CAR files", [(path.read_bytes(), None) for path in args.car]))
+    if args.car_dir:
+        sets.append(from_dir(args.car_dir))
     rows = [row for car_set in sets for row in measure(car_set, repeats)]
     print(
         f"{'set':<22} {'mode':<28} {'MB':>7} {'records':>9} {'cpu s':>7} {'MB/s':>7} "

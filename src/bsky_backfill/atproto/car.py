@@ -28,6 +28,8 @@ __all__ = ["CarLimits", "CarStore", "FileCar", "MemoryCar", "check_block", "open
 _OFFSET_SHIFT: Final = 32  # index values pack (offset << 32) | length in one int
 _LENGTH_MASK: Final = (1 << _OFFSET_SHIFT) - 1
 _FAST_CID_LEN: Final = 36  # CIDv1, one-byte codec, sha2-256: every block of a real repo
+# CIDv1 + DAG-CBOR or raw + sha2-256/32: checked with one startswith call per frame.
+_FAST_CID_PREFIXES: Final = (b"\x01\x71\x12\x20", b"\x01\x55\x12\x20")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +126,8 @@ class CarStore:
             frame_end = pos + length
             if frame_end > end:
                 return start
-            if length >= _FAST_CID_LEN and buf[pos] == 1 and buf[pos + 2 : pos + 4] == b"\x12\x20":
+            if length >= _FAST_CID_LEN and buf.startswith(_FAST_CID_PREFIXES, pos):
                 cid_end = pos + _FAST_CID_LEN
-                if buf[pos + 1] >= 0x80:  # a two-byte codec: not the fast layout after all
-                    cid_end = _cid_end(buf, pos, base + start)
             else:
                 cid_end = _cid_end(buf, pos, base + start)
             if cid_end > frame_end:

@@ -112,30 +112,23 @@ def walk_mst_runs(
         return
     # Unchecked layers still count down from the top, so a chain of empty nodes ends.
     layer = _root_layer(entries) if check_layers else _MAX_LAYER
-    items = _expand(root, left, entries, layer, None, None, wanted, check_layers)
-    # Pending work, popped in key order: a subtree is (cid, layer, lo, hi), a record
-    # (key, cid). A node's records before its first subtree go out without the stack.
-    stack: list[tuple[Any, ...]] = []
-    while True:
-        i, n = 0, len(items)
-        while i < n and len(items[i]) == 2:
-            i += 1
-        if i:
-            yield items if i == n else items[:i]
-        if i < n:
-            stack.extend(reversed(items[i:]))
-        run = []
-        while stack and len(stack[-1]) == 2:
-            run.append(stack.pop())
-        if run:
-            yield run
-        if not stack:
-            return
-        cid, layer, lo, hi = stack.pop()
-        left, entries = _node(fetch, cid)
-        if not entries and left is None:
-            raise _bad(cid, "is empty")
-        items = _expand(cid, left, entries, layer, lo, hi, wanted, check_layers)
+    # One iterator per node on the path from the root, over that node's segments.
+    stack: list[Iterator[Any]] = [
+        iter(_expand(root, left, entries, layer, None, None, wanted, check_layers))
+    ]
+    while stack:
+        for segment in stack[-1]:
+            if type(segment) is list:
+                yield segment
+                continue
+            cid, layer, lo, hi = segment
+            left, entries = _node(fetch, cid)
+            if not entries and left is None:
+                raise _bad(cid, "is empty")
+            stack.append(iter(_expand(cid, left, entries, layer, lo, hi, wanted, check_layers)))
+            break
+        else:
+            stack.pop()
 
 
 def _root_layer(entries: list[Any]) -> int:
@@ -155,10 +148,13 @@ def _expand(
     wanted: KeyRanges | None,
     check_layers: bool,
 ) -> list[tuple[Any, ...]]:
-    """A node's subtrees and records in key order; every key checked for shape, for order
-    within the node's bounds ``(lo, hi)`` and, with ``check_layers``, for its layer.
+    """A node's contents in key order as segments: a list (a run of ``(key, CID)``
+    records) or a tuple (a subtree: ``(cid, layer, lo, hi)``). Every key is checked for
+    shape, for order within the node's bounds ``(lo, hi)`` and, with ``check_layers``, for
+    its layer.
     """
-    out: list[tuple[Any, ...]] = []
+    out: list[Any] = []
+    run: list[tuple[bytes, bytes]] = []
     prev = b""
     prev_key = lo
     subtree = left
@@ -191,26 +187,35 @@ def _expand(
             if (layer != 0) if on_layer_0 else (_layer_of_digest(digest) != layer):
                 raise _bad(cid, f"has key {key[:80]!r} on the wrong layer")
         if subtree is not None:
-            _push_subtree(out, subtree, layer, prev_key, key, wanted, cid)
+            run = _add_subtree(out, run, subtree, layer, prev_key, key, wanted, cid)
         if wanted is None or wanted.contains(key):
-            out.append((key, v))
+            run.append((key, v))
         prev = prev_key = key
         subtree = t
     if subtree is not None:
-        _push_subtree(out, subtree, layer, prev_key, hi, wanted, cid)
+        run = _add_subtree(out, run, subtree, layer, prev_key, hi, wanted, cid)
+    if run:
+        out.append(run)
     return out
 
 
-def _push_subtree(
-    pending: list[tuple[Any, ...]],
+def _add_subtree(
+    out: list[Any],
+    run: list[tuple[bytes, bytes]],
     cid: bytes,
     layer: int,
     lo: bytes | None,
     hi: bytes | None,
     wanted: KeyRanges | None,
     parent: bytes,
-) -> None:
+) -> list[tuple[bytes, bytes]]:
+    """Close the current run and add the subtree, unless the filter rules it out; return
+    the run to continue with."""
     if layer == 0:
         raise _bad(parent, "on layer 0 points to a subtree")
-    if wanted is None or wanted.overlaps(lo, hi):
-        pending.append((cid, layer - 1, lo, hi))
+    if wanted is not None and not wanted.overlaps(lo, hi):
+        return run
+    if run:
+        out.append(run)
+    out.append((cid, layer - 1, lo, hi))
+    return []
