@@ -21,7 +21,7 @@ from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.errors import BackfillError, ConfigError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "demo", "inspect", "main"]
 
 app = typer.Typer(
     name="bsky-backfill",
