@@ -48,11 +48,18 @@ _WORDS: Final = [
 
 @dataclass(frozen=True, slots=True)
 class RecordMix:
-    """What share of records goes to each collection, and the createdAt span (µs)."""
+    """What share of records goes to each collection, the createdAt span (µs), and the
+    shares of records whose ``createdAt`` disagrees with their TID record key: ``skewed``
+    (days off), ``missing``, ``malformed`` (not a datetime) or ``future`` (years ahead).
+    """
 
     collections: tuple[tuple[str, float], ...] = COLLECTION_MIX
     start_micros: int = _START
     end_micros: int = _END
+    skewed: float = 0.02
+    missing: float = 0.01
+    malformed: float = 0.01
+    future: float = 0.005
 
 
 def _iso(micros: int) -> str:
@@ -116,6 +123,24 @@ def generate_records(
     while len(records) < count:
         collection = rng.choices(names, weights)[0]
         micros = rng.randrange(mix.start_micros, mix.end_micros)
-        value = {"$type": collection, **_value(rng, collection), "createdAt": _iso(micros)}
+        value = {"$type": collection, **_value(rng, collection)}
+        _set_created_at(value, micros, rng, mix)
         records[f"{collection}/{micros_to_tid(micros, rng.randrange(1024))}"] = value
     return records
+
+
+def _set_created_at(value: dict[str, Any], micros: int, rng: random.Random, mix: RecordMix) -> None:
+    """createdAt from the record key's moment, or one of the anomalies clients produce."""
+    roll = rng.random()
+    if roll < mix.skewed:
+        value["createdAt"] = _iso(
+            micros + rng.choice((-1, 1)) * rng.randrange(1, 400) * 86_400_000_000
+        )
+    elif roll < mix.skewed + mix.missing:
+        return
+    elif roll < mix.skewed + mix.missing + mix.malformed:
+        value["createdAt"] = rng.choice(("yesterday", "2024-13-45T00:00:00Z", "", 1700000000))
+    elif roll < mix.skewed + mix.missing + mix.malformed + mix.future:
+        value["createdAt"] = _iso(_END + rng.randrange(1, 5 * 365) * 86_400_000_000)
+    else:
+        value["createdAt"] = _iso(micros)
