@@ -8,12 +8,16 @@ for, so 100k+ accounts cost a DID string each until their repos are requested.
 
 from __future__ import annotations
 
-import base64
+import bisect
+import functools
 import hashlib
+import itertools
 import random
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Final, Literal
+
+import libipld
 
 from bsky_backfill.atproto.crypto import Curve, Keypair
 from bsky_backfill.atproto.syntax import micros_to_tid
@@ -94,11 +98,11 @@ def _did(spec: PopulationSpec, index: int, web_host: str | None) -> str:
     if web_host is not None:
         return f"did:web:{web_host}"
     digest = hashlib.sha256(f"plc-{spec.seed}-{index}".encode()).digest()
-    return "did:plc:" + base64.b32encode(digest).decode()[:24].lower()
+    # base32 lowercase, like a real did:plc (libipld: base64.b32encode is slow on 3.11)
+    return "did:plc:" + libipld.encode_multibase("b", digest)[1:25]
 
 
-def _status(spec: PopulationSpec, rng: random.Random) -> Status:
-    roll = rng.random()
+def _status(spec: PopulationSpec, roll: float) -> Status:
     for status, share in (
         ("deactivated", spec.deactivated),
         ("takendown", spec.takendown),
@@ -112,10 +116,17 @@ def _status(spec: PopulationSpec, rng: random.Random) -> Status:
     return "active"
 
 
-def _host(spec: PopulationSpec, rng: random.Random) -> int:
+@functools.cache
+def _host_cumulative_weights(hosts: int) -> list[float]:
     # A few big hosts and a long tail, like the real network: host h has weight 1/(h+1).
-    weights = [1 / (h + 1) for h in range(spec.hosts)]
-    return rng.choices(range(spec.hosts), weights)[0]
+    return list(itertools.accumulate(1 / (h + 1) for h in range(hosts)))
+
+
+def _uniforms(spec: PopulationSpec, index: int) -> list[float]:
+    """Five independent uniforms in [0, 1) for account ``index``: one sha256, no RNG
+    seeding (seeding a Mersenne Twister per account costs more than everything else)."""
+    digest = hashlib.sha256(f"account-{spec.seed}-{index}".encode()).digest()
+    return [int.from_bytes(digest[i : i + 6], "big") / 2**48 for i in range(0, 30, 6)]
 
 
 def account_seed(
@@ -129,20 +140,20 @@ def account_seed(
     """
     if not 0 <= index < spec.total_accounts:
         raise IndexError(f"account {index} is outside 0..{spec.total_accounts - 1}")
-    rng = random.Random(f"account-{spec.seed}-{index}")
-    host = _host(spec, rng)
-    web_roll = rng.random()
+    host_u, web_u, size_u, status_u, curve_u = _uniforms(spec, index)
+    cumulative = _host_cumulative_weights(spec.hosts)
+    host = min(bisect.bisect(cumulative, host_u * cumulative[-1]), spec.hosts - 1)
     web_host = None
-    if web_hosts and index < spec.hosts and web_roll < spec.web_share:
+    if web_hosts and index < spec.hosts and web_u < spec.web_share:
         host, web_host = index, web_hosts[index]
     if index >= spec.accounts:
         count = spec.huge[index - spec.accounts]
         status: Status = "active"
     else:
         # Pareto: most accounts hold a few dozen records, a few hold tens of thousands.
-        count = int(spec.size_scale * (rng.paretovariate(spec.size_alpha) - 1))
-        count = min(count, spec.max_records)
-        status = _status(spec, rng)
-    curve: Curve = "p256" if rng.random() < spec.p256_share else "k256"
+        pareto = (1.0 - size_u) ** (-1.0 / spec.size_alpha)
+        count = min(int(spec.size_scale * (pareto - 1)), spec.max_records)
+        status = _status(spec, status_u)
+    curve: Curve = "p256" if curve_u < spec.p256_share else "k256"
     did = _did(spec, index, web_host)
     return AccountSeed(spec, index, did, f"user{index}.host{host}.test", host, curve, status, count)

@@ -27,7 +27,7 @@ class Account:
     seed: AccountSeed
     status: Status
     host: int
-    rev: str
+    changed_rev: str | None = None  # None: still the generated rev
     records: dict[str, dict[str, Any]] | None = None  # None: still as generated
     history: list[tuple[str, frozenset[bytes]]] = field(default_factory=list)
     """``(rev, block CIDs)`` of each earlier version, for ``getRepo?since=``."""
@@ -35,6 +35,10 @@ class Account:
     @property
     def did(self) -> str:
         return self.seed.did
+
+    @property
+    def rev(self) -> str:
+        return self.changed_rev or self.seed.rev
 
     @property
     def changed(self) -> bool:
@@ -59,7 +63,7 @@ class World:
         self._by_did: dict[str, int] = {}
         for index in range(spec.total_accounts):
             seed = account_seed(spec, index, web_hosts)
-            self._accounts.append(Account(seed, seed.status, seed.host, seed.rev))
+            self._accounts.append(Account(seed, seed.status, seed.host))
             self._by_did[seed.did] = index
         self._cache: OrderedDict[tuple[int, str], RepoExport] = OrderedDict()
         self._cache_bytes = cache_bytes
@@ -115,7 +119,7 @@ class World:
     def _bump(self, account: Account) -> None:
         before = self.export(account)
         account.history.append((account.rev, frozenset(before.blocks)))
-        account.rev = int_to_tid(tid_to_int(account.rev) + (1 << 10))  # one microsecond on
+        account.changed_rev = int_to_tid(tid_to_int(account.rev) + (1 << 10))  # 1 µs later
 
     def put_record(self, did: str, collection: str, rkey: str, value: dict[str, Any]) -> str:
         """Create or replace a record; returns the new rev."""
