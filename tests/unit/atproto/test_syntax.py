@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
@@ -87,19 +87,18 @@ def _cases(path: Path) -> dict[int, str]:
 
 
 def _params(suffix: str, kinds: list[str]) -> list[Any]:
-    return list(_iter_params(suffix, kinds))  # pytest 9.2 deprecates iterators here
-
-
-def _iter_params(suffix: str, kinds: list[str]) -> Iterator[Any]:
+    """One case per line, ``(kind, filename, line number)``; a list, as pytest 9.2 wants."""
+    params = []
     for kind in kinds:
         filename = f"{kind}_{suffix}.txt"
         path = shared_dir() / "interop" / "syntax" / filename
         if not path.is_file():
             # One stand-in case: its interop_dir fixture skips, or fails under CI.
-            yield pytest.param(kind, filename, 0, id=f"{kind}-no-data")
+            params.append(pytest.param(kind, filename, 0, id=f"{kind}-no-data"))
             continue
         for n, line in _cases(path).items():
-            yield pytest.param(kind, filename, n, id=f"{kind}-L{n}-{ascii(line)[:40]}")
+            params.append(pytest.param(kind, filename, n, id=f"{kind}-L{n}-{ascii(line)[:40]}"))
+    return params
 
 
 def _case(interop_dir: Path, filename: str, lineno: int) -> str:
