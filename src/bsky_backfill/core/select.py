@@ -1,0 +1,154 @@
+"""Which records a job keeps, and the dataset row each kept record becomes.
+
+The time window (DESIGN.md): a record is inside iff ``start <= t < end``, where ``t`` is
+its ``createdAt`` (RFC 3339, UTC) — unless that is missing, malformed, or more than five
+minutes after the fetch (flagged, not trusted); then the moment of a TID record key; with
+neither, the record is outside and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from bsky_backfill.atproto.cbor import to_json
+from bsky_backfill.atproto.repo import Repo, RepoRecord
+from bsky_backfill.atproto.syntax import is_valid_tid, parse_datetime, tid_to_datetime
+from bsky_backfill.core.models import RecordRow
+from bsky_backfill.errors import InvalidSyntax
+
+__all__ = ["FUTURE_TOLERANCE", "Selection", "SelectionCounts", "record_moment", "select_rows"]
+
+FUTURE_TOLERANCE: Final = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What to keep: collections (None: all), a half-open window, and subject URIs."""
+
+    collections: frozenset[str] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    subject_uris: frozenset[str] | None = None
+
+
+@dataclass(slots=True)
+class SelectionCounts:
+    """What the selection dropped, per reason, and which times were not trusted."""
+
+    outside_window: int = 0
+    no_time: int = 0
+    not_subject: int = 0
+    flags: Counter[str] = field(default_factory=Counter)
+
+
+def record_moment(
+    value: dict[str, Any], rkey: str, fetched_at: datetime
+) -> tuple[datetime | None, str | None]:
+    """``(moment, flag)``: the record's time by the rules above, and why ``createdAt`` was
+    not used (``missing`` / ``malformed`` / ``future``) or None when it was."""
+    created = value.get("createdAt")
+    flag: str | None
+    if created is None:
+        flag = "missing"
+    else:
+        try:
+            moment = parse_datetime(created) if isinstance(created, str) else None
+        except InvalidSyntax:
+            moment = None
+        if moment is None:
+            flag = "malformed"
+        elif moment > fetched_at + FUTURE_TOLERANCE:
+            flag = "future"
+        else:
+            return moment, None
+    return (tid_to_datetime(rkey) if is_valid_tid(rkey) else None), flag
+
+
+def _get(value: Any, *path: str) -> Any:
+    for step in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _convenience(collection: str, value: dict[str, Any]) -> dict[str, str | None]:
+    if collection == "app.bsky.feed.post":
+        return {
+            "text": _str(value.get("text")),
+            "reply_parent_uri": _str(_get(value, "reply", "parent", "uri")),
+            "reply_root_uri": _str(_get(value, "reply", "root", "uri")),
+        }
+    if collection in ("app.bsky.feed.like", "app.bsky.feed.repost"):
+        return {"subject_uri": _str(_get(value, "subject", "uri"))}
+    if collection in ("app.bsky.graph.follow", "app.bsky.graph.block"):
+        return {"subject_did": _str(value.get("subject"))}
+    return {}
+
+
+def select_rows(
+    repo: Repo,
+    records: Iterable[RepoRecord],
+    selection: Selection,
+    *,
+    pds: str,
+    job_id: str,
+    fetched_at: datetime,
+    counts: SelectionCounts,
+) -> list[RecordRow]:
+    """The rows of ``records`` that ``selection`` keeps; drops are tallied in ``counts``.
+
+    Collections are expected to be pruned already (``read_repo(collections=...)``); they
+    are checked again here so any record source gives the same rows.
+    """
+    rows = []
+    window = selection.start is not None or selection.end is not None
+    for record in records:
+        if selection.collections is not None and record.collection not in selection.collections:
+            continue
+        moment, flag = record_moment(record.value, record.rkey, fetched_at)
+        if flag is not None:
+            counts.flags[flag] += 1
+        if window:
+            if moment is None:
+                counts.no_time += 1
+                continue
+            if (selection.start is not None and moment < selection.start) or (
+                selection.end is not None and moment >= selection.end
+            ):
+                counts.outside_window += 1
+                continue
+        uri = record.uri(repo.did)
+        extra = _convenience(record.collection, record.value)
+        if selection.subject_uris is not None and not (
+            uri in selection.subject_uris or extra.get("subject_uri") in selection.subject_uris
+        ):
+            counts.not_subject += 1
+            continue
+        rows.append(
+            RecordRow(
+                did=repo.did,
+                collection=record.collection,
+                rkey=record.rkey,
+                uri=uri,
+                cid=record.cid,
+                created_at=moment if flag is None else None,
+                record=to_json(record.value),
+                rev=repo.rev,
+                commit_cid=repo.commit_cid,
+                pds=pds,
+                job_id=job_id,
+                fetched_at=fetched_at,
+                created_at_flag=flag,
+                **extra,
+            )
+        )
+    return rows
