@@ -1,0 +1,144 @@
+"""Per-host request pacing: as fast as the host allows, never faster, pausing only it.
+
+A :class:`HostLimiter` hands out request slots for one PDS host:
+- at most ``max_in_flight`` requests at once;
+- starts spaced at ``rate`` requests/s (GCRA: each slot is one interval after the last);
+- follows the host's own headers: with ``RateLimit-Remaining`` and ``RateLimit-Reset``
+  known it spreads the remaining quota evenly over the time left in the window, so it
+  neither stalls early nor runs out before the reset;
+- on 429 it pauses this host (only) until ``Retry-After`` / the reset, or for an
+  exponential backoff when the host says nothing, and halves its own rate when the
+  host's headers proved untrustworthy (a host that advertises more than it allows).
+
+Time comes from injectable ``clock`` (monotonic seconds), ``wall`` (unix seconds, the
+frame of ``RateLimit-Reset``) and ``sleep``, so tests run on a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final
+
+from bsky_backfill.atproto.ratelimit import RateLimitInfo
+
+__all__ = ["HostLimiter", "LimiterOptions"]
+
+_MIN_BACKOFF: Final = 1.0
+_MAX_BACKOFF: Final = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterOptions:
+    """``rate``: requests/s before the host's headers say otherwise (the config's
+    ``processing.requests_per_second``); ``max_rate`` caps what headers may raise it to;
+    ``min_rate`` is the floor after repeated 429s; ``max_in_flight`` caps concurrency.
+    """
+
+    rate: float = 10.0
+    max_rate: float = 50.0
+    min_rate: float = 0.2
+    max_in_flight: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_rate <= self.rate <= self.max_rate or self.max_in_flight < 1:
+            raise ValueError("need 0 < min_rate <= rate <= max_rate and max_in_flight >= 1")
+
+
+class HostLimiter:
+    """Slots for requests to one host. Use ``async with limiter.slot():`` around a request,
+    then report the answer with :meth:`observe` (any answer with headers) or
+    :meth:`rate_limited` (a 429).
+    """
+
+    def __init__(
+        self,
+        options: LimiterOptions = LimiterOptions(),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.options = options
+        self._clock, self._wall, self._sleep = clock, wall, sleep
+        self._interval = 1.0 / options.rate
+        self._base_rate = options.rate  # without headers: AIMD around this
+        self._next_slot = 0.0  # monotonic time of the next free slot
+        self._paused_until = 0.0
+        self._backoff = _MIN_BACKOFF
+        self._trust = 1.0  # share of the host's advertised quota we believe; drops on 429
+        self._in_flight = asyncio.Semaphore(options.max_in_flight)
+        self.requests = 0
+        self.rate_limited_count = 0
+        self.paused_seconds = 0.0
+
+    @property
+    def rate(self) -> float:
+        """The current pace in requests per second."""
+        return 1.0 / self._interval
+
+    @property
+    def paused(self) -> bool:
+        return self._clock() < self._paused_until
+
+    async def _wait_turn(self) -> None:
+        while True:
+            now = self._clock()
+            slot = max(self._next_slot, now, self._paused_until)
+            self._next_slot = slot + self._interval
+            if slot > now:
+                await self._sleep(slot - now)
+            if self._clock() >= self._paused_until:  # a 429 may have paused us meanwhile
+                return
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a free in-flight place and for this request's turn, then hold it."""
+        async with self._in_flight:
+            await self._wait_turn()
+            self.requests += 1
+            yield
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """Adapt the pace to a successful answer's rate-limit headers."""
+        self._backoff = _MIN_BACKOFF
+        if info.remaining is not None and info.reset_at is not None:
+            left = info.reset_at - self._wall()
+            if info.remaining <= 0 and left > 0:
+                self._pause(left)
+                return
+            # Spread what is left of the window's quota over the time left in it; keep one
+            # request in hand for clock skew and requests already in flight.
+            budget = max(info.remaining - self.options.max_in_flight, 1)
+            self._set_rate(self._trust * budget / max(left, 1.0))
+        elif info.policy_limit is not None and info.policy_window:
+            self._set_rate(self._trust * info.policy_limit / info.policy_window)
+        elif self.rate < self._base_rate:
+            self._set_rate(self.rate * 1.05)  # additive recovery after a 429 without headers
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """A 429: pause this host until the host says, or back off exponentially, and
+        trust its headers less from now on."""
+        self.rate_limited_count += 1
+        if retry_after is not None and retry_after > 0:
+            delay = min(retry_after, _MAX_BACKOFF)
+        else:
+            delay = self._backoff
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+        self._pause(delay)
+        self._trust = max(self._trust * 0.7, 0.05)
+        self._base_rate = max(self._base_rate * 0.5, self.options.min_rate)
+        self._set_rate(min(self.rate, self._base_rate))
+
+    def _pause(self, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self._paused_until:
+            self.paused_seconds += until - max(self._paused_until, self._clock())
+            self._paused_until = until
+
+    def _set_rate(self, rate: float) -> None:
+        rate = min(max(rate, self.options.min_rate), self.options.max_rate)
+        self._interval = 1.0 / rate

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+import pytest
+
+from bsky_backfill.atproto.ratelimit import RateLimitInfo
+from bsky_backfill.core.limits import HostLimiter, LimiterOptions
+
+WALL0 = 1_800_000_000.0
+
+
+class FakeTime:
+    """Virtual time: sleepers wake in time order once every task has run as far as it
+    can, so tests of pacing run instantly and exactly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._count = itertools.count()
+        self._driver: asyncio.Task[None] | None = None
+
+    def clock(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return WALL0 + self.now
+
+    async def sleep(self, seconds: float) -> None:
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(seconds, 0), next(self._count), wake))
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.ensure_future(self._drive())
+        await wake
+
+    async def _drive(self) -> None:
+        while self._sleepers:
+            for _ in range(50):  # let every runnable task reach its next sleep
+                await asyncio.sleep(0)
+            at, _, wake = heapq.heappop(self._sleepers)
+            self.now = max(self.now, at)
+            wake.set_result(None)
+
+
+def limiter(t: FakeTime, **options: float) -> HostLimiter:
+    return HostLimiter(LimiterOptions(**options), clock=t.clock, wall=t.wall, sleep=t.sleep)
+
+
+async def run_requests(lim: HostLimiter, t: FakeTime, count: int) -> list[float]:
+    starts: list[float] = []
+
+    async def one() -> None:
+        async with lim.slot():
+            starts.append(t.now)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return sorted(starts)
+
+
+async def test_requests_are_spaced_at_the_configured_rate() -> None:
+    t = FakeTime()
+    starts = await run_requests(limiter(t, rate=10), t, 50)
+    assert starts[-1] == pytest.approx(4.9)
+    assert min(b - a for a, b in itertools.pairwise(starts)) == pytest.approx(0.1)
+
+
+async def test_headers_spread_the_remaining_quota_over_the_window() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_rate=1000, max_in_flight=1)
+    lim.observe(RateLimitInfo(limit=3000, remaining=3001, reset_at=WALL0 + 300))
+    assert lim.rate == pytest.approx(10.0)
+    lim.observe(RateLimitInfo(limit=3000, remaining=101, reset_at=WALL0 + 100))
+    assert lim.rate == pytest.approx(1.0)
+
+
+async def test_a_spent_quota_pauses_until_the_reset() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=10)
+    lim.observe(RateLimitInfo(remaining=0, reset_at=WALL0 + 42))
+    assert lim.paused
+    starts = await run_requests(lim, t, 1)
+    assert starts == [pytest.approx(42.0)]
+
+
+async def test_a_429_pauses_for_retry_after_and_then_trusts_headers_less() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=10, max_rate=100)
+    lim.rate_limited(retry_after=30)
+    assert lim.paused
+    assert (await run_requests(lim, t, 1))[0] >= 30
+    lim.observe(RateLimitInfo(remaining=3008, reset_at=t.wall() + 300))
+    assert lim.rate == pytest.approx(0.7 * 10)  # the same headers, believed less
+
+
+async def test_a_429_without_headers_backs_off_exponentially() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=10)
+    lim.rate_limited(None)
+    first_pause = lim.paused_seconds
+    await run_requests(lim, t, 1)
+    lim.rate_limited(None)
+    assert lim.paused_seconds - first_pause == pytest.approx(2 * first_pause)
+    assert lim.rate == pytest.approx(2.5)  # halved twice
+
+
+async def test_in_flight_requests_are_capped() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1000, max_rate=1000, max_in_flight=3)
+    active = peak = 0
+
+    async def one() -> None:
+        nonlocal active, peak
+        async with lim.slot():
+            active += 1
+            peak = max(peak, active)
+            await t.sleep(1)
+            active -= 1
+
+    await asyncio.gather(*(one() for _ in range(12)))
+    assert peak == 3
+
+
+async def test_a_pause_holds_back_requests_already_waiting() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_in_flight=10)
+    waiting = asyncio.gather(*(run_requests(lim, t, 1) for _ in range(3)))
+    await t.sleep(0.5)  # the first request has had its slot; two wait for theirs
+    lim.rate_limited(retry_after=100)
+    starts = sorted(s for (s,) in await waiting)
+    assert starts[0] == 0.0
+    assert starts[1] >= 100
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="min_rate"):
+        LimiterOptions(rate=0)
