@@ -6,11 +6,14 @@ Every command turns a ``BackfillError`` into one clear line on stderr and an exi
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,7 +24,10 @@ from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.errors import BackfillError, ConfigError
 
-__all__ = ["app", "demo", "inspect", "main"]
+if TYPE_CHECKING:
+    from bsky_backfill.fakenet.spec import NetworkSpec
+
+__all__ = ["app", "demo", "fakenet", "inspect", "main", "migrate_config", "validate"]
 
 app = typer.Typer(
     name="bsky-backfill",
@@ -112,6 +118,100 @@ def demo(
     run_reader_demo(Console(emoji=False), accounts=accounts, seed=seed)
 
 
+@app.command()
+def fakenet(
+    hosts: Annotated[int, typer.Option(min=1, help="PDS hosts, each on its own port.")] = 4,
+    accounts: Annotated[int, typer.Option(min=0, help="Accounts across the hosts.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same DIDs and repos.")] = 0,
+    rate_limit_scale: Annotated[
+        float,
+        typer.Option(
+            min=0.0001, help="Multiply every host's rate limits (0.01: 30 calls per 5 min)."
+        ),
+    ] = 1.0,
+) -> None:
+    """Run the simulated network (PLC directory + PDS hosts) on 127.0.0.1 until SIGTERM.
+
+    When ready it prints one JSON line, {"plc": URL, "hosts": [URL, ...]}; the control API
+    is under {plc}/_fakenet/. Example: bsky-backfill fakenet --hosts 10 --accounts 5000
+    """
+    from bsky_backfill.fakenet.population import PopulationSpec
+    from bsky_backfill.fakenet.spec import HostSpec, NetworkSpec
+
+    spec = NetworkSpec(
+        PopulationSpec(seed=seed, accounts=accounts, hosts=hosts),
+        hosts=HostSpec().scaled(rate_limit_scale),
+    )
+    asyncio.run(_serve_fakenet(spec))
+
+
+async def _serve_fakenet(spec: NetworkSpec) -> None:
+    """Serve ``spec`` until SIGTERM or SIGINT, announcing the URLs on stdout."""
+    from bsky_backfill.fakenet.server import FakeNetwork
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with FakeNetwork(spec) as network:
+        sys.stdout.write(json.dumps({"plc": network.plc_url, "hosts": network.host_urls}) + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+
+
+@app.command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="The config file (YAML).")],
+) -> None:
+    """Check a config: print a summary of it, normalised, or every problem found.
+
+    Exit 0 when it is valid; 2 when not, with one line per problem on stderr:
+    CONFIG:LINE: key.path: what is wrong and how to fix it.
+    Example: bsky-backfill validate configs/default.yaml
+    """
+    from bsky_backfill.config import load_config
+    from bsky_backfill.config.summary import missing_inputs, summarize
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        _print_problems(exc)
+        raise typer.Exit(2) from None
+    typer.echo(f"{config}: valid")
+    for line in summarize(loaded):
+        typer.echo(line)
+    for missing in missing_inputs(loaded):
+        typer.echo(f"note: {missing} does not exist (yet)")
+
+
+@app.command("migrate-config")
+def migrate_config(
+    old: Annotated[Path, typer.Argument(help="A config in the legacy (pre-consolidation) form.")],
+    project_home: Annotated[
+        Path | None,
+        typer.Option(help="Folder the legacy relative paths were relative to; made absolute."),
+    ] = None,
+) -> None:
+    """Convert a legacy config to the current form and print it, notes as comments.
+
+    The result is validated first; problems are reported against the legacy file (exit 2).
+    Example: bsky-backfill migrate-config old/backfill_study_users.yaml > study_users.yaml
+    """
+    from bsky_backfill.config import migrate_config as migrate
+
+    try:
+        migration = migrate(old, project_home=project_home)
+    except ConfigError as exc:
+        _print_problems(exc)
+        raise typer.Exit(2) from None
+    sys.stdout.write(migration.text)
+
+
+def _print_problems(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        typer.echo(str(problem), err=True)
+
+
 def _fail(message: str, *, code: int) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -123,7 +223,8 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        for problem in exc.problems:  # several when a config has several problems
+            typer.echo(f"error: {problem}", err=True)
         sys.exit(2)
     except BackfillError as exc:
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)

@@ -30,7 +30,11 @@ BackfillError                     context: did, host, url
 │   ├── RepoTooLarge              over the configured byte cap
 │   ├── ResponseTooLarge          an XRPC body over its cap
 │   └── XrpcError                 any other XRPC error (InvalidRequest, unknown 4xx)
-└── ConfigError                   never retried; the CLI prints it in one line
+├── StoreError                    the state store refused for good; retrying cannot help
+│   ├── JobNotFound               no job with that id
+│   └── BatchRejected             a batch that is not open, or whose DIDs its worker lost
+└── ConfigError                   never retried; source, line and key locate it; one line each
+    └── ConfigProblems            several found at once: ``problems`` lists every one
 ```
 
 Retry decisions use ``isinstance(e, RetryableError)``, never the message text.
@@ -41,7 +45,9 @@ from __future__ import annotations
 __all__ = [
     "BackfillError",
     "BadSignature",
+    "BatchRejected",
     "ConfigError",
+    "ConfigProblems",
     "CorruptBlock",
     "DidNotFound",
     "DidResolutionError",
@@ -53,6 +59,7 @@ __all__ = [
     "InvalidKey",
     "InvalidRepo",
     "InvalidSyntax",
+    "JobNotFound",
     "MalformedBlock",
     "MalformedCar",
     "MalformedMst",
@@ -66,6 +73,7 @@ __all__ = [
     "RepoUnavailable",
     "ResponseTooLarge",
     "RetryableError",
+    "StoreError",
     "StoreUnavailable",
     "TruncatedRepo",
     "XrpcError",
@@ -231,10 +239,72 @@ class XrpcError(PermanentError):
         self.status = status
 
 
-class ConfigError(BackfillError):
-    """The configuration is invalid; never retried. ``key`` and ``line`` locate it when known."""
+class StoreError(BackfillError):
+    """The state store refused an operation for good: an unknown job, a batch it will not
+    commit, a schema it does not know, a broken constraint. ``job_id`` names the job."""
 
-    def __init__(self, message: str, *, key: str | None = None, line: int | None = None) -> None:
+    def __init__(self, message: str, *, job_id: str | None = None, did: str | None = None):
+        super().__init__(message, did=did)
+        self.job_id = job_id
+
+
+class JobNotFound(StoreError):
+    """No job with this id exists in the store."""
+
+
+class BatchRejected(StoreError):
+    """``commit_batch`` / ``mark_published`` refused a batch: never issued, abandoned by a
+    recovery, or some of its DIDs are no longer held by the worker that opened it. The
+    sink must discard the staged batch; ``batch_id`` names it."""
+
+    def __init__(self, message: str, *, job_id: str, batch_id: str) -> None:
+        super().__init__(message, job_id=job_id)
+        self.batch_id = batch_id
+
+
+class ConfigError(BackfillError):
+    """The configuration is invalid; never retried.
+
+    ``source`` (the config file as given), ``line`` (1-based) and ``key`` (a dotted path such
+    as ``backfill.processing.batch_size``) locate it when known; ``str()`` puts them in
+    front: ``config.yaml:12: backfill.processing.batch_size: must be at least 1``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        line: int | None = None,
+        source: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.key = key
         self.line = line
+        self.source = source
+
+    @property
+    def problems(self) -> tuple[ConfigError, ...]:
+        """Every problem found: this one alone, unless it is a :class:`ConfigProblems`."""
+        return (self,)
+
+    def __str__(self) -> str:
+        where = self.source or ""
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+        return ": ".join(part for part in (where, self.key, self.message) if part)
+
+
+class ConfigProblems(ConfigError):
+    """Several problems found in one config at once; ``str()`` gives one line for each."""
+
+    def __init__(self, problems: tuple[ConfigError, ...], *, source: str | None = None) -> None:
+        super().__init__(f"{len(problems)} problems in the config", source=source)
+        self._problems = problems
+
+    @property
+    def problems(self) -> tuple[ConfigError, ...]:
+        return self._problems
+
+    def __str__(self) -> str:
+        return "\n".join(str(problem) for problem in self._problems)

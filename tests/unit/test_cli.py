@@ -13,7 +13,7 @@ from bsky_backfill.cli import app
 from tests.support.repos import DID, KEY, make_repo
 
 runner = CliRunner()
-COMMANDS = ["inspect", "demo"]
+COMMANDS = ["inspect", "demo", "fakenet", "validate", "migrate-config"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -32,7 +32,7 @@ from bsky_backfill.errors import (
     RetryableError,
 )
 
-__all__ = ["Done", "Failed", "Outcome", "Retry", "WorkerOptions", "process_did"]
+__all__ = ["Done", "Failed", "Outcome", "Retry", "WorkerOptions", "process_did", "unavailable"]
 
 _GET_REPO = "com.atproto.sync.getRepo"
 

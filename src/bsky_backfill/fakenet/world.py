@@ -9,7 +9,7 @@ Not thread-safe: the fakenet server runs it on one event loop.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,24 +85,54 @@ class World:
 
     def export(self, account: Account) -> RepoExport:
         """The account's current repo export (cached by rev)."""
+        hit = self.cached_export(account)
+        if hit is not None:
+            return hit
+        export = self.export_builder(account)()
+        self.add_export(account, export)
+        return export
+
+    def cached_export(self, account: Account) -> RepoExport | None:
+        """The account's current export if it is cached; never builds."""
         key = (account.seed.index, account.rev)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
-            return hit
-        export = build_repo(
-            account.did,
-            account.current_records(),
-            rev=account.rev,
-            sign=account.seed.keypair.sign,
-            order="newest_first",
-        )
+        return hit
+
+    def export_builder(self, account: Account) -> Callable[[], RepoExport]:
+        """A function that builds the account's current export from a snapshot taken now.
+
+        It touches no World state, so it may run in a worker thread while the world keeps
+        changing (building a big repo takes seconds); hand its result to :meth:`add_export`.
+        """
+        seed, rev = account.seed, account.rev
+        # Changed records are copied now (put/delete replace values, never mutate them);
+        # generated ones, and the key (~1 ms to derive), are pure functions of the seed,
+        # made by the builder itself.
+        snapshot = dict(account.records) if account.records is not None else None
+
+        def build() -> RepoExport:
+            return build_repo(
+                seed.did,
+                snapshot if snapshot is not None else seed.records(),
+                rev=rev,
+                sign=seed.keypair.sign,
+                order="newest_first",
+            )
+
+        return build
+
+    def add_export(self, account: Account, export: RepoExport) -> None:
+        """Cache an export built by :meth:`export_builder` (under the rev it was built for)."""
+        key = (account.seed.index, export.rev)
+        if key in self._cache:
+            return
         self._cache[key] = export
         self._cached += len(export.car)
         while self._cached > self._cache_bytes and len(self._cache) > 1:
             _, old = self._cache.popitem(last=False)
             self._cached -= len(old.car)
-        return export
 
     def blocks_since(self, account: Account, since: str) -> frozenset[bytes] | None:
         """Block CIDs the account had at rev ``since`` (None: unknown rev, send everything)."""
