@@ -10,7 +10,7 @@ Faults and what a correct client should conclude:
 - ``reset``: the connection is dropped before any answer — retry;
 - ``stall``: the answer never comes (``stall_seconds``) — time out, retry;
 - ``truncate``: a CAR cut on a block boundary — the reader's ``TruncatedRepo``, retry;
-- ``corrupt``: one flipped byte inside a record block — ``CorruptBlock``, permanent;
+- ``corrupt``: one flipped byte in the MST root node — ``CorruptBlock``, permanent;
 - ``bad_signature``: the commit re-signed with a key that is not the account's —
   ``BadSignature``, permanent.
 """
@@ -36,6 +36,7 @@ __all__ = [
     "FaultSpec",
     "bad_signature",
     "corrupt_record",
+    "corrupt_tree_root",
     "truncate_at_block",
 ]
 
@@ -102,8 +103,8 @@ def _uniform(seed: int, host: int, request_no: int) -> float:
     return int.from_bytes(digest[:7], "big") / 2**56
 
 
-def _frames(car: bytes) -> list[tuple[int, int, bytes]]:
-    """``(start, end, cid)`` of each block frame after the header."""
+def _frames(car: bytes) -> list[tuple[int, int, int, bytes]]:
+    """``(frame start, data start, end, cid)`` of each block frame after the header."""
     out = []
     length, pos = read_varint(car, 0)
     pos += length
@@ -111,9 +112,33 @@ def _frames(car: bytes) -> list[tuple[int, int, bytes]]:
         start = pos
         length, pos = read_varint(car, pos)
         cid_end = parse_cid_bytes(car, pos)
-        out.append((start, pos + length, car[pos:cid_end]))
+        out.append((start, cid_end, pos + length, car[pos:cid_end]))
         pos += length
     return out
+
+
+def _root(car: bytes) -> bytes:
+    length, pos = read_varint(car, 0)
+    header: dict[str, Any] = cbrrr.decode_dag_cbor(car[pos : pos + length])  # type: ignore[assignment]
+    return bytes(header["roots"][0].cid_bytes)
+
+
+def _data(car: bytes, cid: bytes) -> tuple[int, int]:
+    """``(start, end)`` of the data of block ``cid`` in ``car`` (KeyError if absent)."""
+    for _, start, end, frame_cid in _frames(car):
+        if frame_cid == cid:
+            return start, end
+    raise KeyError(cid)
+
+
+def _commit(car: bytes) -> dict[str, Any]:
+    start, end = _data(car, _root(car))
+    return cbrrr.decode_dag_cbor(car[start:end])  # type: ignore[return-value]
+
+
+def _flip(car: bytes, span: tuple[int, int], rng: random.Random) -> bytes:
+    at = rng.randrange(*span)
+    return car[:at] + bytes([car[at] ^ 0x20]) + car[at + 1 :]
 
 
 def truncate_at_block(car: bytes, fraction: float = 0.5) -> bytes:
@@ -123,26 +148,27 @@ def truncate_at_block(car: bytes, fraction: float = 0.5) -> bytes:
     if len(frames) < 2:
         return car[: frames[0][0]] if frames else car
     keep = min(max(int(len(frames) * fraction), 1), len(frames) - 1)
-    return car[: frames[keep - 1][1]]
+    return car[: frames[keep - 1][2]]
 
 
 def corrupt_record(export: RepoExport, rng: random.Random) -> bytes:
     """The CAR with one byte flipped inside one record block (its CID no longer matches)."""
-    record_cids = {cid.cid_bytes for cid in export.record_cids.values()}
-    targets = [(s, e) for s, e, cid in _frames(export.car) if cid in record_cids]
-    if not targets:
-        return export.car
-    start, end = rng.choice(targets)
-    at = end - 1 - rng.randrange(max(1, min(8, end - start - 40)))  # inside the data
-    return export.car[:at] + bytes([export.car[at] ^ 0x20]) + export.car[at + 1 :]
+    cid = rng.choice(sorted(c.cid_bytes for c in export.record_cids.values()))
+    return _flip(export.car, _data(export.car, cid), rng)
 
 
-def bad_signature(export: RepoExport, impostor: Keypair) -> bytes:
+def corrupt_tree_root(car: bytes, rng: random.Random) -> bytes:
+    """The CAR with one byte flipped in its MST root node: every read meets the bad block,
+    whatever its collection filter."""
+    return _flip(car, _data(car, bytes(_commit(car)["data"].cid_bytes)), rng)
+
+
+def bad_signature(car: bytes, impostor: Keypair) -> bytes:
     """The CAR with its commit re-signed by ``impostor``: hashes and tree stay valid."""
-    commit: dict[str, Any] = cbrrr.decode_dag_cbor(export.blocks[export.commit_cid.cid_bytes])  # type: ignore[assignment]
-    unsigned = {k: v for k, v in commit.items() if k != "sig"}
+    root = _root(car)
+    unsigned = {k: v for k, v in _commit(car).items() if k != "sig"}
     forged = dict(unsigned, sig=impostor.sign(bytes(cbrrr.encode_dag_cbor(unsigned))))
     data = bytes(cbrrr.encode_dag_cbor(forged))
     cid = cbrrr.CID.cidv1_dag_cbor_sha256_32_from(data)
-    others = ((c, d) for c, d in export.blocks.items() if c != export.commit_cid.cid_bytes)
+    others = [(c, car[start:end]) for _, start, end, c in _frames(car) if c != root]
     return encode_car([cid], [(cid.cid_bytes, data), *others])

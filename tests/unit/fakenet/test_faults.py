@@ -13,6 +13,7 @@ from bsky_backfill.fakenet.faults import (
     FaultSpec,
     bad_signature,
     corrupt_record,
+    corrupt_tree_root,
     truncate_at_block,
 )
 from tests.support.repos import KEY, make_repo
@@ -39,11 +40,22 @@ def test_a_corrupted_record_fails_the_hash_check() -> None:
 
 def test_a_forged_signature_keeps_hashes_valid_but_fails_the_key() -> None:
     export = make_repo(50)
-    forged = bad_signature(export, Keypair.from_seed("k256", "impostor"))
+    forged = bad_signature(export.car, Keypair.from_seed("k256", "impostor"))
     with read_repo(forged, verify="hashes") as repo:
         assert len(list(repo.records)) == 50
     with pytest.raises(BadSignature):
         read_all(forged)
+
+
+def test_a_corrupted_tree_root_fails_even_a_filtered_read() -> None:
+    export = make_repo(100)
+    bad = corrupt_tree_root(export.car, random.Random(1))
+    only_blocks = ["app.bsky.graph.block"]
+    with (
+        read_repo(bad, signing_key=KEY.did_key, collections=only_blocks) as repo,
+        pytest.raises(CorruptBlock),
+    ):
+        list(repo.records)
 
 
 def test_rates_hit_about_their_share_and_are_deterministic() -> None:
