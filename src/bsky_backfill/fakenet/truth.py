@@ -8,7 +8,7 @@ minutes after the fetch; then the timestamp of a TID record key; else it is outs
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -67,8 +67,11 @@ def expected_repos(
     start: datetime | None = None,
     end: datetime | None = None,
     fetched_at: datetime,
+    failing: Collection[str] = (),
 ) -> dict[str, ExpectedRepo]:
-    """The expected outcome for each DID (duplicates collapse to one)."""
+    """The expected outcome for each DID (duplicates collapse to one). ``failing``: DIDs
+    no client can fetch correctly (``FaultInjector.failing_dids()``), expected ``failed``
+    unless their account is unavailable anyway."""
     wanted = set(collections) if collections is not None else None
     out: dict[str, ExpectedRepo] = {}
     for did in dids:
@@ -80,6 +83,8 @@ def expected_repos(
             out[did] = ExpectedRepo(did, "not_found", {})
             continue
         status = _STATUS[account.status]
+        if status == "complete" and did in failing:
+            status = "failed"
         if status != "complete":
             out[did] = ExpectedRepo(did, status, {})
             continue

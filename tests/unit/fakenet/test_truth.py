@@ -65,3 +65,10 @@ def test_collections_and_window_select_exactly(world: World) -> None:
             inside.add((collection, rkey))
     assert inside
     assert set(truth.records) == inside
+
+
+def test_failing_dids_are_expected_failed(world: World) -> None:
+    account = next(a for a in world if a.status == "active")
+    truth = expected_repos(world, [account.did], fetched_at=NOW, failing={account.did})
+    assert truth[account.did].status == "failed"
+    assert truth[account.did].records == {}
