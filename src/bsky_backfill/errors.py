@@ -7,6 +7,7 @@ BackfillError                     context: did, host, url
 │   ├── HostUnavailable           5xx, connection refused / reset, timeout
 │   ├── TruncatedRepo             the CAR ends early or lacks a block the tree needs
 │   └── StoreUnavailable          the state store or a sink cannot be reached
+│       └── SinkWriteFailed       disk full / read-only / permissions (path, errno)
 ├── PermanentError                retrying gives the same answer
 │   ├── RepoUnavailable           the account has no readable repo
 │   │   ├── RepoNotFound
@@ -73,6 +74,7 @@ __all__ = [
     "RepoUnavailable",
     "ResponseTooLarge",
     "RetryableError",
+    "SinkWriteFailed",
     "StoreError",
     "StoreUnavailable",
     "TruncatedRepo",
@@ -124,6 +126,17 @@ class TruncatedRepo(RetryableError):
 
 class StoreUnavailable(RetryableError):
     """The state store or a sink could not be reached."""
+
+
+class SinkWriteFailed(StoreUnavailable):
+    """Writing the dataset failed (disk full, read-only, permissions, I/O): ``path`` and
+    ``errno`` say where and why; nothing half-written is visible, and the same call
+    succeeds once the cause is fixed."""
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
 
 
 class PermanentError(BackfillError):

@@ -29,10 +29,10 @@ def test_record_time_prefers_created_at_then_the_tid() -> None:
 
 
 def test_statuses_map_to_the_dataset_vocabulary(world: World) -> None:
-    dids = [a.did for a in world] + ["did:plc:neverregisteredneverreg", "not-a-did"]
+    dids = [a.did for a in world] + ["did:plc:neverregistered2345abcde", "not-a-did"]
     truth = expected_repos(world, dids, fetched_at=NOW)
     assert truth["not-a-did"].status == "invalid_did"
-    assert truth["did:plc:neverregisteredneverreg"].status == "not_found"
+    assert truth["did:plc:neverregistered2345abcde"].status == "not_found"
     by_status = {a.status: truth[a.did].status for a in world}
     assert by_status["active"] == "complete"
     assert by_status["deactivated"] == "deactivated"

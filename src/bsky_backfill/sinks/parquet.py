@@ -1,0 +1,150 @@
+"""ParquetSink: the default output, DESIGN.md's layout, hive-partitioned by collection.
+
+``<path>/records/collection=<nsid>/part-<batch>.parquet`` and
+``<path>/repos/part-<batch>.parquet``, zstd-compressed, row groups of at most
+``ROW_GROUP_SIZE`` rows, explicit schemas below (timestamps ``timestamp[us, tz=UTC]``).
+
+The ``collection`` column lives in the directory name only, not in the files (as Hive and
+Spark write partitions). Storing it in the files too breaks pandas and
+``pyarrow.parquet.read_table`` on the directory: they infer the partition column as a
+dictionary and refuse to merge it with the file's string column, and storing it as a
+dictionary breaks ``pyarrow.dataset(..., partitioning="hive")`` instead. Without it, DuckDB
+(``hive_partitioning`` on by default), ``pyarrow.dataset(partitioning="hive")``, pandas
+and polars read ``records/`` with no extra step and get one ``collection`` column (pandas
+as a categorical). A single file read alone has no ``collection``: its directory names it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bsky_backfill.core.models import RecordRow, RepoRow
+from bsky_backfill.sinks.durable import fsync_file
+from bsky_backfill.sinks.files import FileSink
+from bsky_backfill.sinks.rows import RECORD_COLUMNS, REPO_COLUMNS, counts_json
+
+__all__ = [
+    "RECORDS_SCHEMA",
+    "REPOS_SCHEMA",
+    "ROW_GROUP_SIZE",
+    "ParquetSink",
+    "records_table",
+    "repos_table",
+]
+
+TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+_RECORD_OPTIONAL = frozenset(
+    {
+        "created_at",
+        "text",
+        "subject_uri",
+        "subject_did",
+        "reply_parent_uri",
+        "reply_root_uri",
+        "created_at_flag",
+    }
+)
+
+RECORDS_SCHEMA: Final = pa.schema(
+    [
+        pa.field(
+            name,
+            TIMESTAMP if name in ("created_at", "fetched_at") else pa.string(),
+            nullable=name in _RECORD_OPTIONAL,
+        )
+        for name in RECORD_COLUMNS
+        if name != "collection"
+    ]
+)
+"""Columns of a records file: ``RECORD_COLUMNS`` less ``collection`` (the partition)."""
+
+_REPO_TYPES = {"records": pa.int64(), "bytes": pa.int64(), "fetched_at": TIMESTAMP}
+_REPO_REQUIRED = frozenset({"did", "status", "records", "records_by_collection", "bytes"})
+REPOS_SCHEMA: Final = pa.schema(
+    [
+        pa.field(name, _REPO_TYPES.get(name, pa.string()), nullable=name not in _REPO_REQUIRED)
+        for name in REPO_COLUMNS
+    ]
+)
+"""Columns of a repos file; ``records_by_collection`` is JSON text."""
+
+ROW_GROUP_SIZE: Final = 131_072
+"""Rows per row group: large enough for zstd and scans, small enough to read in parallel."""
+
+# Columns with few distinct values per file; the others (uri, cid, record ...) are unique.
+_DICTIONARY = {
+    "records": ["did", "rev", "commit_cid", "pds", "job_id", "created_at_flag"],
+    "repos": ["pds", "status", "verified"],
+}
+
+_REPO_VALUE: dict[str, Callable[[RepoRow], Any]] = {
+    "status": lambda r: r.status.value,
+    "records_by_collection": lambda r: counts_json(r.records_by_collection),
+}
+
+
+def records_table(rows: Sequence[RecordRow]) -> pa.Table:
+    """Record rows as an Arrow table with ``RECORDS_SCHEMA`` (no ``collection``)."""
+    return pa.Table.from_arrays(
+        [pa.array(list(map(attrgetter(f.name), rows)), f.type) for f in RECORDS_SCHEMA],
+        schema=RECORDS_SCHEMA,
+    )
+
+
+def repos_table(rows: Sequence[RepoRow]) -> pa.Table:
+    """Repo rows as an Arrow table with ``REPOS_SCHEMA``."""
+    arrays = []
+    for f in REPOS_SCHEMA:
+        get = _REPO_VALUE.get(f.name, attrgetter(f.name))
+        arrays.append(pa.array([get(r) for r in rows], f.type))
+    return pa.Table.from_arrays(arrays, schema=REPOS_SCHEMA)
+
+
+def _write(table: pa.Table, dest: Path, kind: str) -> None:
+    pq.write_table(
+        table,
+        dest,
+        compression="zstd",
+        row_group_size=ROW_GROUP_SIZE,
+        use_dictionary=_DICTIONARY[kind],
+    )
+    fsync_file(dest)
+
+
+class ParquetSink(FileSink):
+    """Writes the dataset as Parquet files; see the module docstring for the layout."""
+
+    format = "parquet"
+    suffix = ".parquet"
+    partition_prefix = "collection="
+
+    def _write_records(self, dest: Path, rows: Sequence[RecordRow]) -> None:
+        _write(records_table(rows), dest, "records")
+
+    def _write_repos(self, dest: Path, rows: Sequence[RepoRow]) -> None:
+        _write(repos_table(rows), dest, "repos")
+
+    def _rewrite_without(self, src: Path, dest: Path, dids: frozenset[str]) -> int | None:
+        table = pq.ParquetFile(src).read()
+        drop = pc.is_in(table["did"], value_set=pa.array(sorted(dids), pa.string()))
+        if not pc.any(drop).as_py():
+            return None
+        kept = table.filter(pc.invert(drop))
+        if kept.num_rows:
+            _write(kept, dest, "repos" if src.parent.name == "repos" else "records")
+        return int(kept.num_rows)
+
+    def _read_file_stats(self, path: Path, kind: str) -> tuple[int, Counter[str]]:
+        parquet = pq.ParquetFile(path)
+        if kind != "repos":
+            return parquet.metadata.num_rows, Counter()
+        statuses = parquet.read(columns=["status"]).column("status").to_pylist()
+        return parquet.metadata.num_rows, Counter(statuses)

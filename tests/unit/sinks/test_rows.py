@@ -1,0 +1,49 @@
+"""Row values: the column lists match the row models, timestamps in one RFC 3339 form."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from bsky_backfill.core.models import RecordRow, RepoRow
+from bsky_backfill.sinks.rows import (
+    RECORD_COLUMNS,
+    REPO_COLUMNS,
+    record_values,
+    repo_values,
+    rfc3339,
+)
+from tests.support.sinks import repo_result
+
+
+def test_columns_are_exactly_the_model_fields() -> None:
+    assert tuple(f.name for f in fields(RecordRow)) == RECORD_COLUMNS
+    assert sorted(REPO_COLUMNS) == sorted(f.name for f in fields(RepoRow))
+
+
+def test_values_follow_the_column_order() -> None:
+    result = repo_result("did:plc:a", n=2)
+    record = dict(zip(RECORD_COLUMNS, record_values(result.records[0]), strict=True))
+    assert record["uri"] == result.records[0].uri
+    assert record["fetched_at"] == "2025-01-02T00:00:00.000000Z"
+    repo = dict(zip(REPO_COLUMNS, repo_values(result.repo), strict=True))
+    assert repo["status"] == "complete"
+    assert repo["records_by_collection"] == '{"app.bsky.feed.like":1,"app.bsky.feed.post":1}'
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (None, None),
+        (datetime(2025, 1, 2, 3, 4, 5, 678000, UTC), "2025-01-02T03:04:05.678000Z"),
+        (datetime(2025, 1, 2, 3, 4, 5), "2025-01-02T03:04:05.000000Z"),
+        (
+            datetime(2025, 1, 2, 1, 0, tzinfo=timezone(timedelta(hours=2))),
+            "2025-01-01T23:00:00.000000Z",
+        ),
+    ],
+)
+def test_rfc3339_is_utc_with_microseconds(moment: datetime | None, text: str | None) -> None:
+    assert rfc3339(moment) == text
