@@ -13,7 +13,7 @@ from bsky_backfill.cli import app
 from tests.support.repos import DID, KEY, make_repo
 
 runner = CliRunner()
-COMMANDS = ["inspect", "demo", "fakenet", "validate", "migrate-config"]
+COMMANDS = ["inspect", "demo", "run", "fakenet", "validate", "migrate-config"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -79,13 +79,21 @@ def test_bad_usage_exits_2_with_a_clear_message(args: list[str], message: str) -
     assert message in result.stderr
 
 
-def test_demo_reads_verified_repos_and_catches_tampering() -> None:
-    result = run_cli("demo", "--accounts", "4")
-    assert result.returncode == 0, result.stderr
-    assert "fully verified" in result.stdout
-    for caught in ("CorruptBlock", "BadSignature", "TruncatedRepo"):
-        assert caught in result.stdout
-    assert "not detected" not in result.stdout
+def test_demo_runs_a_job_on_the_simulated_network_and_is_exact(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--accounts", "60", "--hosts", "3", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "exact: every record and every status matches" in result.stdout
+    assert (out / "dataset" / "manifest.json").is_file()
+    again = run_cli("demo", "--accounts", "60", "--hosts", "3", "--out", str(out))
+    assert again.returncode == 0, again.stdout + again.stderr  # replaces its own folder
+
+
+def test_demo_refuses_to_overwrite_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("precious")
+    result = run_cli("demo", "--out", str(tmp_path))
+    assert result.returncode != 0
+    assert (tmp_path / "mine.txt").read_text() == "precious"
 
 
 def test_version_prints_the_package_version() -> None:

@@ -8,6 +8,7 @@ minutes after the fetch; then the timestamp of a TID record key; else it is outs
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from bsky_backfill.fakenet.world import World
 __all__ = ["ExpectedRepo", "expected_repos", "record_time"]
 
 FUTURE_TOLERANCE: Final = timedelta(minutes=5)
+_PLC: Final = re.compile(r"did:plc:[a-z2-7]{24}")  # the method's own rule, stricter than DID syntax
 _STATUS: Final = {
     "active": "complete",
     "deactivated": "deactivated",
@@ -75,7 +77,7 @@ def expected_repos(
     wanted = set(collections) if collections is not None else None
     out: dict[str, ExpectedRepo] = {}
     for did in dids:
-        if not is_valid_did(did):
+        if not is_valid_did(did) or (did.startswith("did:plc:") and not _PLC.fullmatch(did)):
             out[did] = ExpectedRepo(did, "invalid_did", {})
             continue
         account = world.get(did)

@@ -16,13 +16,19 @@ import pyarrow.parquet as pq
 
 from bsky_backfill.errors import ConfigError
 
-__all__ = ["SUFFIXES", "read_did_file"]
+__all__ = ["SUFFIXES", "read_did_file", "read_values"]
 
 SUFFIXES = (".txt", ".csv", ".jsonl", ".parquet")
 
 
 def read_did_file(path: Path, column: str = "did") -> Iterator[str]:
-    """Yield the DIDs in ``path``; blank lines and ``#`` comments in .txt are skipped.
+    """Yield the DIDs in ``path`` (see :func:`read_values`)."""
+    return read_values(path, column)
+
+
+def read_values(path: Path, column: str = "did") -> Iterator[str]:
+    """Yield the non-empty string values of ``column`` in ``path`` (every line of a .txt);
+    blank lines and ``#`` comments in .txt are skipped.
 
     Raises ``ConfigError`` naming the file when it is missing, of an unknown type, lacks
     ``column``, or a line of a .jsonl file is not a JSON object.

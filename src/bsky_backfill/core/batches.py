@@ -1,0 +1,88 @@
+"""Gathers finished DIDs into batches and writes each exactly once: the engine's half of
+the protocol in :mod:`bsky_backfill.state.protocol` (stage -> commit -> publish -> mark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from bsky_backfill.core.models import RepoResult
+from bsky_backfill.errors import BatchRejected
+from bsky_backfill.sinks.base import AsyncSink
+from bsky_backfill.state.protocol import JobStore
+
+__all__ = ["BatchWriter"]
+
+
+@dataclass(slots=True)
+class _Pending:
+    result: RepoResult
+    superseded: str | None
+
+
+class BatchWriter:
+    """Buffers results and publishes them in batches of ``batch_size`` (or on ``flush``).
+
+    Not thread-safe; safe for many tasks of one event loop (flushes are serialised).
+    """
+
+    def __init__(
+        self, store: JobStore, sink: AsyncSink, *, job_id: str, worker_id: str, batch_size: int
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.batch_size = batch_size
+        self.batches = 0
+        self._pending: list[_Pending] = []
+        self._lock = asyncio.Lock()
+
+    async def recover(self) -> None:
+        """After a crash: publish what the store committed, discard what it never did."""
+        recovery = await self.store.recover(self.job_id)
+        staged = await self.sink.staged_batches()
+        for batch_id in sorted(staged):
+            if batch_id in recovery.known_batches:
+                await self.sink.publish(batch_id)
+            else:
+                await self.sink.discard(batch_id)
+        for batch_id in recovery.committed_unpublished:
+            await self.sink.publish(batch_id)  # a no-op when it was published before a crash
+            await self.store.mark_published(self.job_id, batch_id)
+
+    async def add(self, result: RepoResult, *, superseded: str | None = None) -> None:
+        """Queue one DID's result; writes a batch when ``batch_size`` are waiting."""
+        self._pending.append(_Pending(result, superseded))
+        if len(self._pending) >= self.batch_size:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write whatever is waiting, as one batch. Raises what the store or sink raise
+        (the results stay claimed in the store, so a restart redoes them)."""
+        async with self._lock:
+            pending, self._pending = self._pending, []
+            if pending:
+                await self._write(pending)
+
+    async def publish_unbatched(self) -> None:
+        """Publish the final states no batch carried (e.g. DIDs that failed to resolve)."""
+        rows = [row async for row in self.store.repos(self.job_id, unbatched=True)]
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            async with self._lock:
+                await self._write([_Pending(RepoResult(row), None) for row in chunk])
+
+    async def _write(self, pending: list[_Pending]) -> None:
+        batch_id = await self.store.next_batch_id(self.job_id, worker_id=self.worker_id)
+        supersedes = {p.result.repo.did: p.superseded for p in pending if p.superseded}
+        await self.sink.stage(batch_id, [p.result for p in pending], supersedes)
+        try:
+            await self.store.commit_batch(self.job_id, batch_id, [p.result.repo for p in pending])
+        except BatchRejected:
+            await self.sink.discard(batch_id)
+            raise
+        await self.sink.publish(batch_id)
+        await self.store.mark_published(self.job_id, batch_id)
+        self.batches += 1

@@ -1,0 +1,298 @@
+"""Runs one job: plan its DIDs, resolve them, fetch them host by host, publish the rows.
+
+Order of work (each step resumable; a killed job restarted does only what is left):
+1. recover: give back claims a dead run held; publish committed batches, discard others;
+2. add the DIDs (invalid ones become ``invalid_did`` at once, with no request);
+3. resolve identities, many at once: the PDS host of each DID (failures are statuses);
+4. fetch: one worker per PDS host, up to ``max_concurrent_hosts`` at a time, each pacing
+   itself with its own :class:`HostLimiter` — a slow or rate-limited host delays only
+   its own DIDs, so the job's wall time approaches max over hosts of (DIDs / host rate);
+5. publish final states that no batch carried (resolution failures) and the manifest.
+
+Output goes through :class:`BatchWriter`: the exactly-once protocol of
+:mod:`bsky_backfill.state.protocol` (stage -> commit -> publish -> mark published).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bsky_backfill.atproto.identity import Identity, IdentityResolver
+from bsky_backfill.atproto.syntax import is_valid_did
+from bsky_backfill.atproto.xrpc import XrpcClient
+from bsky_backfill.core.batches import BatchWriter
+from bsky_backfill.core.limits import HostLimiter, LimiterOptions
+from bsky_backfill.core.models import DidState, RepoResult, RepoRow
+from bsky_backfill.core.netguard import check_endpoint
+from bsky_backfill.core.worker import Done, Failed, Retry, WorkerOptions, process_did
+from bsky_backfill.errors import (
+    BackfillError,
+    DidNotFound,
+    DidTombstoned,
+    InvalidDid,
+    RetryableError,
+)
+from bsky_backfill.sinks.base import AsyncSink
+from bsky_backfill.state.model import Claim, host_of
+from bsky_backfill.state.protocol import JobStore
+
+__all__ = ["JobOptions", "JobRunner", "Progress"]
+
+_ADD_CHUNK = 10_000
+_RESOLVE_PAGE = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How one job runs (built from the config by the CLI / API)."""
+
+    job_id: str
+    worker: WorkerOptions
+    limiter: LimiterOptions = LimiterOptions()
+    max_concurrent_hosts: int = 32
+    max_retries: int = 3
+    batch_size: int = 100
+    flush_seconds: float = 2.0
+    resolve_concurrency: int = 32
+    worker_id: str = "local"
+    retry_base_seconds: float = 1.0
+    allow_private_addresses: bool = False
+
+
+@dataclass(slots=True)
+class Progress:
+    """What the job has done so far, for progress displays."""
+
+    total: int = 0
+    done: int = 0
+    records: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    started: float = field(default_factory=time.monotonic)
+    busiest: dict[str, int] = field(default_factory=dict)
+
+
+class JobRunner:
+    """Runs a job to its end; see the module docstring. One runner per job run."""
+
+    def __init__(
+        self,
+        options: JobOptions,
+        *,
+        store: JobStore,
+        sink: AsyncSink,
+        client: XrpcClient,
+        resolver: IdentityResolver,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.store = store
+        self.client = client
+        self.resolver = resolver
+        self.progress = Progress()
+        self._on_progress = on_progress or (lambda _: None)
+        self._writer = BatchWriter(
+            store,
+            sink,
+            job_id=options.job_id,
+            worker_id=options.worker_id,
+            batch_size=options.batch_size,
+        )
+        self._limiters: dict[str, HostLimiter] = {}
+
+    @property
+    def job_id(self) -> str:
+        return self.options.job_id
+
+    async def run(self, dids: Iterable[str]) -> None:
+        """Do every step; returns when every DID is final and its rows are published."""
+        await self._writer.recover()
+        await self._add(dids)
+        await self._resolve()
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            await self._fetch()
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+        await self._writer.flush()
+        await self._writer.publish_unbatched()
+
+    async def _add(self, dids: Iterable[str]) -> None:
+        chunk: list[str] = []
+        for did in dids:
+            if not is_valid_did(did):
+                await self.store.add_final(self.job_id, did[:2048], DidState.INVALID_DID)
+                continue
+            chunk.append(did)
+            if len(chunk) >= _ADD_CHUNK:
+                await self.store.add_dids(self.job_id, chunk)
+                chunk = []
+        if chunk:
+            await self.store.add_dids(self.job_id, chunk)
+        counts = await self.store.counts(self.job_id)
+        self.progress.total = sum(counts.values())
+
+    async def _resolve(self) -> None:
+        """Find each pending DID's PDS, many at a time; failures become final states."""
+        gate = asyncio.Semaphore(self.options.resolve_concurrency)
+        after: str | None = None
+        while page := await self.store.unresolved(self.job_id, limit=_RESOLVE_PAGE, after=after):
+            after = page[-1]
+            found: list[Identity | None] = await asyncio.gather(
+                *(self._resolve_one(did, gate) for did in page)
+            )
+            resolved = [(i.did, i.handle, i.pds) for i in found if i is not None]
+            if resolved:
+                await self.store.set_identities(self.job_id, resolved)
+
+    async def _resolve_one(self, did: str, gate: asyncio.Semaphore) -> Identity | None:
+        async with gate:
+            for attempt in range(self.options.max_retries + 1):
+                try:
+                    return await self.resolver.resolve(did)
+                except (DidNotFound, DidTombstoned, InvalidDid) as exc:
+                    state = (
+                        DidState.INVALID_DID if isinstance(exc, InvalidDid) else DidState.NOT_FOUND
+                    )
+                    await self.store.finish_unavailable(
+                        self.job_id, did, state, f"{type(exc).__name__}: {exc}"
+                    )
+                    return None
+                except RetryableError as exc:
+                    if attempt == self.options.max_retries:
+                        await self._fail(did, exc)
+                        return None
+                    await asyncio.sleep(self._backoff(attempt + 1))
+                except BackfillError as exc:
+                    await self._fail(did, exc)
+                    return None
+        return None
+
+    async def _fail(self, did: str, exc: BackfillError) -> None:
+        await self.store.fail(self.job_id, did, type(exc).__name__, str(exc))
+        self.progress.done += 1
+
+    async def _fetch(self) -> None:
+        """Run host workers until no host has work left (due now or later)."""
+        gate = asyncio.Semaphore(self.options.max_concurrent_hosts)
+        while hosts := await self._hosts_with_work():
+            async with asyncio.TaskGroup() as group:
+                for host in hosts:
+                    group.create_task(self._host_worker(host, gate))
+
+    async def _hosts_with_work(self) -> list[str]:
+        per_host = await self.store.host_counts(self.job_id)
+        busy = (DidState.PENDING, DidState.IN_PROGRESS)
+        return sorted(
+            host
+            for host, counts in per_host.items()
+            if host is not None and any(counts.get(state, 0) for state in busy)
+        )
+
+    def _limiter(self, host: str) -> HostLimiter:
+        if host not in self._limiters:
+            self._limiters[host] = HostLimiter(self.options.limiter)
+        return self._limiters[host]
+
+    async def _host_worker(self, host: str, gate: asyncio.Semaphore) -> None:
+        """All of one host's DIDs: ``max_in_flight`` lanes claim and process them."""
+        async with gate:
+            limiter = self._limiter(host)
+            lanes = self.options.limiter.max_in_flight
+            await asyncio.gather(*(self._lane(host, limiter) for _ in range(lanes)))
+
+    async def _lane(self, host: str, limiter: HostLimiter) -> None:
+        while True:
+            claims = await self.store.claim(
+                self.job_id, 1, worker_id=self.options.worker_id, host=host
+            )
+            if not claims:
+                if not await self._waiting_on(host):
+                    return
+                await asyncio.sleep(0.2)  # only DIDs waiting for a retry time are left
+                continue
+            await self._process(claims[0], limiter)
+
+    async def _waiting_on(self, host: str) -> bool:
+        counts = (await self.store.host_counts(self.job_id)).get(host, {})
+        return counts.get(DidState.PENDING, 0) > 0
+
+    async def _process(self, claim: Claim, limiter: HostLimiter) -> None:
+        try:
+            identity = await self.resolver.resolve(claim.did)
+            check_endpoint(
+                identity.pds, allow_private=self.options.allow_private_addresses, did=claim.did
+            )
+        except BackfillError as exc:
+            await self._finish(claim, self._failed_row(claim.did, exc))
+            return
+        outcome = await process_did(
+            identity, client=self.client, limiter=limiter, options=self.options.worker
+        )
+        self.progress.requests = sum(lim.requests for lim in self._limiters.values())
+        self.progress.rate_limited = sum(lim.rate_limited_count for lim in self._limiters.values())
+        if isinstance(outcome, Done):
+            await self._finish(claim, outcome.result)
+        elif isinstance(outcome, Failed):
+            await self._finish(claim, self._failed_row(claim.did, outcome.error, identity))
+        elif isinstance(outcome, Retry) and not outcome.counts_attempt:
+            await self.store.release(self.job_id, [claim.did], worker_id=self.options.worker_id)
+        elif claim.attempts > self.options.max_retries:
+            await self._finish(claim, self._failed_row(claim.did, outcome.error, identity))
+        else:
+            not_before = datetime.now(UTC) + timedelta(seconds=self._backoff(claim.attempts))
+            await self.store.retry_later(
+                self.job_id,
+                claim.did,
+                type(outcome.error).__name__,
+                str(outcome.error),
+                not_before=not_before,
+            )
+
+    async def _finish(self, claim: Claim, result: RepoResult) -> None:
+        await self._writer.add(result, superseded=claim.superseded_batch_id)
+        self.progress.done += 1
+        self.progress.records += len(result.records)
+        if result.repo.pds:
+            host = host_of(result.repo.pds)
+            self.progress.busiest[host] = self.progress.busiest.get(host, 0) + 1
+        self._on_progress(self.progress)
+
+    def _failed_row(
+        self, did: str, error: BackfillError, identity: Identity | None = None
+    ) -> RepoResult:
+        row = RepoRow(
+            did=did,
+            status=DidState.FAILED,
+            handle=identity.handle if identity else None,
+            pds=identity.pds if identity else None,
+            error=f"{type(error).__name__}: {error}",
+            fetched_at=datetime.now(UTC),
+        )
+        return RepoResult(row)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter (so retries of many DIDs do not align)."""
+        return random.uniform(0, self.options.retry_base_seconds * 2 ** min(attempt, 8))
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.flush_seconds)
+            await self._writer.flush()
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the end-of-job report."""
+        elapsed = time.monotonic() - self.progress.started
+        return {
+            "elapsed_seconds": round(elapsed, 3),
+            "requests": self.progress.requests,
+            "rate_limited": self.progress.rate_limited,
+            "records": self.progress.records,
+        }

@@ -1,0 +1,177 @@
+"""Engines for the job store: URL handling, SQLite pragmas and transactions, the schema.
+
+SQLite (the default, one file next to the output):
+- WAL journal, so readers (``status``, the API) never block the writer, nor it them;
+- ``synchronous=FULL``: a commit is on disk before ``commit_batch`` returns. The sink
+  publishes right after; a commit lost to a power cut after that would publish rows
+  whose DIDs the store still thinks unfinished, i.e. duplicates on the next run;
+- ``busy_timeout``: a writer waits this long for the lock before ``StoreUnavailable``;
+- transactions open with ``BEGIN IMMEDIATE`` (the write lock up front). A deferred
+  transaction that reads and then writes cannot wait for the lock: SQLite fails it at once
+  with "database is locked" to avoid a deadlock. Read-only work uses plain ``BEGIN``.
+
+PostgreSQL: asyncpg; ``options.schema`` puts the tables in a schema of their own (created
+if missing), which is also how tests isolate themselves.
+
+Creating the schema takes a lock (the SQLite write lock; a PostgreSQL advisory lock), so
+workers opening one store at once do not race each other's ``CREATE TABLE``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from bsky_backfill.errors import ConfigError, StoreError
+from bsky_backfill.state.sql.schema import SCHEMA_VERSION, metadata, store_meta
+
+__all__ = [
+    "READ_ONLY",
+    "StoreOptions",
+    "analyze",
+    "create_store_engine",
+    "ensure_schema",
+    "store_url",
+]
+
+READ_ONLY: Final = "bsky_backfill_read_only"
+"""Execution option: a transaction that only reads (plain ``BEGIN`` on SQLite)."""
+
+_DRIVERS: Final = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_SCHEMA_LOCK: Final = 0x6273_6B79  # pg_advisory_xact_lock key for schema creation ("bsky")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """How the store talks to its database.
+
+    ``busy_timeout``: seconds a SQLite writer waits for the lock. ``connect_timeout``:
+    seconds to reach PostgreSQL. ``pool_size``: connections kept open. ``schema``: a
+    PostgreSQL schema for the tables (None: the search path's default; not for SQLite).
+    ``chunk_size``: rows per statement and per transaction in bulk writes (``add_dids``).
+    """
+
+    busy_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    pool_size: int = 5
+    schema: str | None = None
+    chunk_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.schema is not None and not _SCHEMA_NAME.fullmatch(self.schema):
+            raise ConfigError(f"state store schema {self.schema!r} must match [a-z_][a-z0-9_]*")
+        if self.busy_timeout < 0 or self.connect_timeout <= 0 or self.pool_size < 1:
+            raise ConfigError("state store timeouts must be positive and pool_size >= 1")
+        if self.chunk_size < 1:
+            raise ConfigError("state store chunk_size must be at least 1")
+
+
+def store_url(target: str | Path) -> URL:
+    """The async SQLAlchemy URL for ``target``: a path is a SQLite file; ``sqlite://`` and
+    ``postgresql://`` URLs get the async driver. Raises ``ConfigError`` for other databases,
+    for an in-memory SQLite database (every connection would see its own) and bad URLs."""
+    if isinstance(target, Path):
+        return URL.create("sqlite+aiosqlite", database=str(target))
+    try:
+        url = make_url(target)
+    except Exception as error:  # ArgumentError, ValueError: both mean "not a URL"
+        raise ConfigError(f"state store URL {target!r} is not a database URL") from error
+    backend = url.get_backend_name()
+    if backend not in _DRIVERS:
+        raise ConfigError(f"state store URL {target!r}: only SQLite and PostgreSQL are supported")
+    if url.drivername == backend:
+        url = url.set(drivername=_DRIVERS[backend])
+    if backend == "sqlite" and url.database in (None, "", ":memory:"):
+        raise ConfigError("state store: an in-memory SQLite database cannot be shared; use a file")
+    return url
+
+
+def create_store_engine(url: URL, options: StoreOptions) -> AsyncEngine:
+    """An engine for ``url`` set up as the module docstring says. Connects lazily: nothing
+    is opened until the first transaction. The caller disposes of it."""
+    kwargs: dict[str, Any] = {"pool_size": options.pool_size, "max_overflow": options.pool_size}
+    execution: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        if options.schema is not None:
+            raise ConfigError("state store: schema is a PostgreSQL option, not for SQLite")
+    else:
+        kwargs["connect_args"] = {"timeout": options.connect_timeout}
+        kwargs["pool_pre_ping"] = True  # a server restart invalidates pooled connections
+        if options.schema is not None:
+            execution["schema_translate_map"] = {None: options.schema}
+    engine = create_async_engine(url, **kwargs)
+    if execution:
+        engine = engine.execution_options(**execution)
+    if url.get_backend_name() == "sqlite":
+        _sqlite_events(engine, options)
+    return engine
+
+
+def _sqlite_events(engine: AsyncEngine, options: StoreOptions) -> None:
+    busy_ms = int(options.busy_timeout * 1000)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 module, which would defer it; _begin emits it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            f"PRAGMA busy_timeout = {busy_ms}",
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = FULL",
+            "PRAGMA foreign_keys = ON",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+async def ensure_schema(engine: AsyncEngine, schema: str | None) -> None:
+    """Create the tables if missing and check the schema version, in one transaction.
+
+    Idempotent. Raises ``StoreError`` if the database holds another schema version.
+    """
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(select(text(f"pg_advisory_xact_lock({_SCHEMA_LOCK})")))
+            if schema is not None:
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        await conn.run_sync(metadata.create_all)
+        await _check_version(conn)
+
+
+async def _check_version(conn: AsyncConnection) -> None:
+    found = await conn.scalar(
+        select(store_meta.c.value).where(store_meta.c.key == "schema_version")
+    )
+    if found is None:
+        await conn.execute(
+            store_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+        )
+    elif found != str(SCHEMA_VERSION):
+        raise StoreError(
+            f"state store has schema version {found}; this version of bsky-backfill "
+            f"uses {SCHEMA_VERSION}"
+        )
+
+
+async def analyze(conn: AsyncConnection, table: str, schema: str | None) -> None:
+    """Refresh PostgreSQL's planner statistics for ``table`` (a no-op on SQLite).
+
+    A job's DIDs arrive in bulk just before they are claimed; until autovacuum notices
+    (up to a minute), plans would assume the table is as small as when last analyzed.
+    """
+    if conn.dialect.name == "postgresql":
+        name = f'"{schema}"."{table}"' if schema is not None else f'"{table}"'
+        await conn.execute(text(f"ANALYZE {name}"))
