@@ -191,3 +191,37 @@ async def test_no_host_gets_more_requests_in_a_window_than_its_policy_allows(
     # own verdict is the 429s: at most one per host, then well under 1 %.
     assert max(per_window.values()) <= 2 * limit
     assert statuses[429] <= 2 + 0.01 * len(entries), statuses
+
+
+async def test_a_rerun_fetches_only_changed_repos_and_matches_the_new_truth(
+    tmp_path: Path,
+) -> None:
+    spec = NetworkSpec(PopulationSpec(seed=4, accounts=80, hosts=3))
+    async with FakeNetwork(spec) as net:
+        dids = [a.did for a in net.world]
+        path = write_job(tmp_path, dids, net.plc_url)
+        config = load_config(path)
+        await run_job(config, path.read_text())
+        active = [a for a in net.world if a.status == "active" and a.seed.record_count > 3]
+        victim = next(iter(active[0].current_records()))
+        net.delete_record(active[0].did, *victim.split("/"))
+        net.put_record(
+            active[1].did,
+            "app.bsky.feed.post",
+            "3lbbbbbbbbbb2",
+            {"text": "new", "createdAt": "2025-01-01T00:00:00Z"},
+        )
+        net.set_status(active[2].did, "deactivated")
+        net.log.clear()
+        outcome = await run_job(config, path.read_text())
+        fetched = {e.did for e in net.log.entries(endpoint="com.atproto.sync.getRepo")}
+        truth = expected_repos(
+            net.world,
+            dids,
+            collections=config.record_types,
+            start=config.time_range.start_date,
+            end=config.time_range.end_date,
+            fetched_at=datetime.now(UTC),
+        )
+    assert fetched == {active[0].did, active[1].did, active[2].did}
+    assert compare_with_truth(outcome.output, truth) == []

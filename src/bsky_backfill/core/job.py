@@ -3,7 +3,8 @@ API) calls. Opens the state store next to the output, the sink, the HTTP client 
 resolver; reads the DIDs from the source; runs :class:`JobRunner`; writes the manifest.
 
 The job id is the config's ``name``: running the same config again resumes the job (a
-killed run loses nothing), and a finished job is left as it is.
+killed run loses nothing); running a finished job again refreshes it — only repos whose
+rev or status changed (and failed ones) are fetched again, their rows replaced.
 """
 
 from __future__ import annotations
@@ -180,15 +181,15 @@ async def run_job(
                 resolver=resolver,
                 on_progress=on_progress,
             )
+            finished_before = job.state == JobState.COMPLETED
             await store.set_job_state(config.name, JobState.RUNNING)
             try:
-                await runner.run(
-                    await _dids(config, client) if job.state != JobState.COMPLETED else []
-                )
+                if finished_before:
+                    await runner.refresh()
+                await runner.run([] if finished_before else await _dids(config, client))
             except BaseException as exc:
-                await store.set_job_state(
-                    config.name, JobState.FAILED, f"{type(exc).__name__}: {exc}"
-                )
+                error = f"{type(exc).__name__}: {exc}"
+                await store.set_job_state(config.name, JobState.FAILED, error)
                 raise
         finished = datetime.now(UTC)
         await sink.finish(Manifest(config.name, config.redacted(), started, finished))

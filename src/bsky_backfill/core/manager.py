@@ -36,6 +36,8 @@ from bsky_backfill.errors import (
     DidNotFound,
     DidTombstoned,
     InvalidDid,
+    RateLimited,
+    RepoUnavailable,
     RetryableError,
 )
 from bsky_backfill.sinks.base import AsyncSink
@@ -45,6 +47,7 @@ from bsky_backfill.state.protocol import JobStore
 __all__ = ["JobOptions", "JobRunner", "Progress"]
 
 _ADD_CHUNK = 10_000
+_LATEST_COMMIT = "com.atproto.sync.getLatestCommit"
 _RESOLVE_PAGE = 2_000
 
 
@@ -123,6 +126,36 @@ class JobRunner:
             await asyncio.gather(flusher, return_exceptions=True)
         await self._writer.flush()
         await self._writer.publish_unbatched()
+
+    async def refresh(self) -> int:
+        """Before re-running a finished job: ask each DID's PDS for its latest commit and
+        reopen the DIDs whose repo (rev) or status changed, and those that failed. Their
+        new rows replace the old ones when published. Returns how many were reopened."""
+        rows = [row async for row in self.store.repos(self.job_id)]
+        gate = asyncio.Semaphore(self.options.resolve_concurrency)
+        changed = await asyncio.gather(*(self._changed(row, gate) for row in rows))
+        dids = [row.did for row, change in zip(rows, changed, strict=True) if change]
+        return await self.store.reopen(self.job_id, dids) if dids else 0
+
+    async def _changed(self, row: RepoRow, gate: asyncio.Semaphore) -> bool:
+        if row.status == DidState.INVALID_DID:
+            return False
+        if row.status == DidState.FAILED or not row.pds:
+            return True
+        limiter = self._limiter(host_of(row.pds))
+        async with gate:
+            try:
+                async with limiter.slot():
+                    answer = await self.client.get_json(row.pds, _LATEST_COMMIT, {"did": row.did})
+            except RateLimited as exc:
+                limiter.rate_limited(exc.retry_after)
+                return True  # cannot tell now: fetching it again is always correct
+            except RepoUnavailable as exc:
+                return row.status != DidState(exc.status)
+            except BackfillError:
+                return True
+        limiter.observe(answer.rate_limit)
+        return row.status != DidState.COMPLETE or answer.data.get("rev") != row.rev
 
     async def _add(self, dids: Iterable[str]) -> None:
         chunk: list[str] = []
