@@ -27,7 +27,18 @@ from bsky_backfill.errors import BackfillError, ConfigError
 if TYPE_CHECKING:
     from bsky_backfill.fakenet.spec import NetworkSpec
 
-__all__ = ["app", "demo", "fakenet", "inspect", "main", "migrate_config", "run", "validate"]
+__all__ = [
+    "app",
+    "demo",
+    "fakenet",
+    "inspect",
+    "jobs",
+    "main",
+    "migrate_config",
+    "run",
+    "status",
+    "validate",
+]
 
 app = typer.Typer(
     name="bsky-backfill",
@@ -150,6 +161,78 @@ def run(
     counts = ", ".join(f"{n} {state}" for state, n in sorted(outcome.counts.items()))
     console.print(f"job {outcome.job_id}: {counts}; {outcome.records:,} records")
     console.print(f"dataset: {outcome.output} (manifest.json written last)")
+
+
+def _state_files(where: list[Path]) -> list[Path]:
+    """State databases named directly, beside a config's dataset, or found below ``.``."""
+    from bsky_backfill.config import load_config
+    from bsky_backfill.core.job import state_path
+
+    found: list[Path] = []
+    for item in where or [Path()]:
+        if item.suffix in (".yaml", ".yml"):
+            found.append(state_path(load_config(item)))
+        elif item.is_dir():
+            found.extend(sorted(item.glob("**/_state/jobs.sqlite")))
+        else:
+            found.append(item)
+    return [path for path in found if path.is_file()]
+
+
+async def _job_rows(paths: list[Path], job_id: str | None) -> list[tuple[str, str, str, str]]:
+    from bsky_backfill.state.sql.store import SqlJobStore
+
+    rows = []
+    for path in paths:
+        async with await SqlJobStore.open(path) as store:
+            for job in await store.list_jobs():
+                if job_id is not None and job.job_id != job_id:
+                    continue
+                counts = await store.counts(job.job_id)
+                done = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+                rows.append((job.job_id, job.state.value, done, str(path)))
+    return rows
+
+
+@app.command()
+def jobs(
+    where: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Configs, state databases or folders to search (default: .)."),
+    ] = None,
+) -> None:
+    """List jobs with their state and DIDs by state.
+
+    Example: bsky-backfill jobs configs/default.yaml
+    """
+    rows = asyncio.run(_job_rows(_state_files(where or []), None))
+    table = Table("job", "state", "DIDs", "state database")
+    for row in rows:
+        table.add_row(*row)
+    Console(emoji=False).print(table if rows else "no jobs found")
+
+
+@app.command()
+def status(
+    job: Annotated[str, typer.Argument(help="A job id (its config's name) or its config.")],
+    where: Annotated[
+        list[Path] | None, typer.Option("--state", help="State database or folder to search.")
+    ] = None,
+) -> None:
+    """Show one job: its state, DIDs by state, and per-host progress.
+
+    Example: bsky-backfill status configs/default.yaml
+    """
+    if job.endswith((".yaml", ".yml")):
+        from bsky_backfill.config import load_config
+
+        where = [Path(job)]
+        job = load_config(Path(job)).name
+    rows = asyncio.run(_job_rows(_state_files(where or []), job))
+    if not rows:
+        _fail(f"no job {job!r} found (give its config, or --state with its database)", code=1)
+    for job_id, state, done, path in rows:
+        Console(emoji=False).print(f"[bold]{job_id}[/bold]: {state}; {done or 'no DIDs'} ({path})")
 
 
 @app.command()

@@ -136,7 +136,12 @@ async def run_with_progress(
 
         def update(progress: Progress) -> None:
             described = f"repos, {progress.records:,} records, {progress.requests:,} requests"
-            bar.update(task, completed=progress.done, description=described)
+            bar.update(
+                task,
+                total=progress.total or total or None,
+                completed=progress.done,
+                description=described,
+            )
 
         return await run_job(config, text, on_progress=update)
 

@@ -13,7 +13,7 @@ from bsky_backfill.cli import app
 from tests.support.repos import DID, KEY, make_repo
 
 runner = CliRunner()
-COMMANDS = ["inspect", "demo", "run", "fakenet", "validate", "migrate-config"]
+COMMANDS = ["inspect", "demo", "run", "jobs", "status", "fakenet", "validate", "migrate-config"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -85,6 +85,13 @@ def test_demo_runs_a_job_on_the_simulated_network_and_is_exact(tmp_path: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert "exact: every record and every status matches" in result.stdout
     assert (out / "dataset" / "manifest.json").is_file()
+    listed = run_cli("jobs", str(out))
+    assert "demo" in listed.stdout
+    assert "completed" in listed.stdout
+    shown = run_cli("status", str(out / "demo.yaml"))
+    assert shown.returncode == 0, shown.stderr
+    assert "complete" in shown.stdout
+    assert run_cli("status", "nope", "--state", str(out)).returncode == 1
     again = run_cli("demo", "--accounts", "60", "--hosts", "3", "--out", str(out))
     assert again.returncode == 0, again.stdout + again.stderr  # replaces its own folder
 
