@@ -31,6 +31,7 @@ from bsky_backfill.sources.derived import derive_dids
 from bsky_backfill.sources.files import read_did_file, read_values
 from bsky_backfill.sources.pds import list_repos
 from bsky_backfill.sources.sqlite import read_did_query
+from bsky_backfill.state.identity_cache import StoreIdentityCache
 from bsky_backfill.state.model import JobState
 from bsky_backfill.state.sql.store import SqlJobStore
 
@@ -165,6 +166,7 @@ async def run_job(
             web_scheme: Literal["http", "https"] = (
                 "http" if config.network.allow_private_addresses else "https"
             )
+            cache = StoreIdentityCache(store)
             resolver = IdentityResolver(
                 client,
                 IdentityOptions(
@@ -172,6 +174,7 @@ async def run_job(
                     ttl=float(config.identity.cache_ttl_seconds),
                     web_scheme=web_scheme,
                 ),
+                cache=cache,
             )
             runner = JobRunner(
                 _options(config, spool),
@@ -179,6 +182,7 @@ async def run_job(
                 sink=sink,
                 client=client,
                 resolver=resolver,
+                identity_cache=cache,
                 on_progress=on_progress,
             )
             finished_before = job.state == JobState.COMPLETED

@@ -41,6 +41,7 @@ from bsky_backfill.errors import (
     RetryableError,
 )
 from bsky_backfill.sinks.base import AsyncSink
+from bsky_backfill.state.identity_cache import StoreIdentityCache
 from bsky_backfill.state.model import Claim, host_of
 from bsky_backfill.state.protocol import JobStore
 
@@ -92,9 +93,14 @@ class JobRunner:
         sink: AsyncSink,
         client: XrpcClient,
         resolver: IdentityResolver,
+        identity_cache: StoreIdentityCache | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
+        """``identity_cache``: the resolver's cache when it is kept in the store; it is
+        loaded and saved around each page of resolutions, so a resumed or repeated job
+        resolves again only what expired."""
         self.options = options
+        self._identity_cache = identity_cache
         self.store = store
         self.client = client
         self.resolver = resolver
@@ -178,9 +184,13 @@ class JobRunner:
         after: str | None = None
         while page := await self.store.unresolved(self.job_id, limit=_RESOLVE_PAGE, after=after):
             after = page[-1]
+            if self._identity_cache is not None:
+                await self._identity_cache.prefetch(page, time.time())
             found: list[Identity | None] = await asyncio.gather(
                 *(self._resolve_one(did, gate) for did in page)
             )
+            if self._identity_cache is not None:
+                await self._identity_cache.flush()
             resolved = [(i.did, i.handle, i.pds) for i in found if i is not None]
             if resolved:
                 await self.store.set_identities(self.job_id, resolved)
