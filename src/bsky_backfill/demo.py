@@ -28,7 +28,7 @@ from bsky_backfill.fakenet.server import FakeNetwork
 from bsky_backfill.fakenet.spec import NetworkSpec
 from bsky_backfill.fakenet.truth import ExpectedRepo, expected_repos
 
-__all__ = ["DEMO_MARKER", "compare_with_truth", "run_demo", "run_with_progress"]
+__all__ = ["DEMO_MARKER", "compare_with_truth", "run_demo", "run_with_progress", "truth_for"]
 
 DEMO_MARKER = ".bsky-backfill-demo"
 _CONFIG = """\
@@ -69,6 +69,20 @@ def compare_with_truth(dataset: Path, truth: dict[str, ExpectedRepo]) -> list[st
     return problems
 
 
+def truth_for(net: FakeNetwork, dids: list[str], config: BackfillConfig) -> dict[str, ExpectedRepo]:
+    """The network's ground truth for a job of ``config`` over ``dids``, fetched now."""
+    faults = net.faults
+    return expected_repos(
+        net.world,
+        dids,
+        collections=config.record_types,
+        start=config.time_range.start_date,
+        end=config.time_range.end_date,
+        fetched_at=datetime.now(UTC),
+        failing=faults.failing_dids() if isinstance(faults, FaultInjector) else (),
+    )
+
+
 def _fresh(out: Path) -> None:
     if out.exists():
         if not (out / DEMO_MARKER).exists():
@@ -100,15 +114,7 @@ async def run_demo(console: Console, *, out: Path, accounts: int, hosts: int, se
             f"(PLC {net.plc_url}); faults on"
         )
         outcome = await run_with_progress(console, config, text, len(dids))
-        truth = expected_repos(
-            net.world,
-            dids,
-            collections=config.record_types,
-            start=config.time_range.start_date,
-            end=config.time_range.end_date,
-            fetched_at=datetime.now(UTC),
-            failing=net.faults.failing_dids(),
-        )
+        truth = truth_for(net, dids, config)
         injected = dict(net.faults.injected)
     _report(console, outcome, injected)
     problems = compare_with_truth(outcome.output, truth)

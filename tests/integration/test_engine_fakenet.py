@@ -11,7 +11,6 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -19,13 +18,12 @@ import pytest
 
 from bsky_backfill.config import load_config
 from bsky_backfill.core.job import run_job
-from bsky_backfill.demo import compare_with_truth
+from bsky_backfill.demo import compare_with_truth, truth_for
 from bsky_backfill.fakenet.faults import FaultSpec
 from bsky_backfill.fakenet.injector import FaultInjector
 from bsky_backfill.fakenet.population import PopulationSpec, account_seed
 from bsky_backfill.fakenet.server import FakeNetwork
 from bsky_backfill.fakenet.spec import HostSpec, NetworkSpec
-from bsky_backfill.fakenet.truth import expected_repos
 
 CONFIG = """\
 backfill:
@@ -75,15 +73,7 @@ async def test_a_job_under_faults_matches_ground_truth_exactly(tmp_path: Path) -
         path = write_job(tmp_path, dids, net.plc_url)
         config = load_config(path)
         outcome = await run_job(config, path.read_text())
-        truth = expected_repos(
-            net.world,
-            dids,
-            collections=config.record_types,
-            start=config.time_range.start_date,
-            end=config.time_range.end_date,
-            fetched_at=datetime.now(UTC),
-            failing=net.faults.failing_dids(),
-        )
+        truth = truth_for(net, dids, config)
         injected = dict(net.faults.injected)
     assert compare_with_truth(outcome.output, truth) == []
     assert sum(injected.values()) > 10, injected
@@ -215,13 +205,6 @@ async def test_a_rerun_fetches_only_changed_repos_and_matches_the_new_truth(
         net.log.clear()
         outcome = await run_job(config, path.read_text())
         fetched = {e.did for e in net.log.entries(endpoint="com.atproto.sync.getRepo")}
-        truth = expected_repos(
-            net.world,
-            dids,
-            collections=config.record_types,
-            start=config.time_range.start_date,
-            end=config.time_range.end_date,
-            fetched_at=datetime.now(UTC),
-        )
+        truth = truth_for(net, dids, config)
     assert fetched == {active[0].did, active[1].did, active[2].did}
     assert compare_with_truth(outcome.output, truth) == []

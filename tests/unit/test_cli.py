@@ -107,3 +107,25 @@ def test_version_prints_the_package_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("bsky-backfill ")
+
+
+def test_run_with_a_bad_config_exits_2_naming_key_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("backfill:\n  name: x\n  source: {type: inline, dids: []}\n  bogus: 1\n")
+    result = run_cli("run", str(config))
+    assert result.returncode == 2
+    assert "bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_of_an_unsupported_storage_exits_2_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "s3.yaml"
+    config.write_text(
+        "backfill:\n  name: x\n  source: {type: inline, dids: [did:plc:aaaaaaaaaaaaaaaaaaaaaaaa]}\n"
+        '  time_range: {start_date: "2025-01-01"}\n'
+        "  storage: {type: dynamodb, table_name: results, region: us-west-2}\n"
+    )
+    result = run_cli("run", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "not supported by this version yet" in result.stderr
+    assert "Traceback" not in result.stderr

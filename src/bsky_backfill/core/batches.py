@@ -71,8 +71,10 @@ class BatchWriter:
         rows = [row async for row in self.store.repos(self.job_id, unbatched=True)]
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
+            # A re-run may have reopened these DIDs: their old rows must go when these land.
+            olds = await self.store.superseded_of(self.job_id, [row.did for row in chunk])
             async with self._lock:
-                await self._write([_Pending(RepoResult(row), None) for row in chunk])
+                await self._write([_Pending(RepoResult(row), olds.get(row.did)) for row in chunk])
 
     async def _write(self, pending: list[_Pending]) -> None:
         batch_id = await self.store.next_batch_id(self.job_id, worker_id=self.worker_id)

@@ -167,6 +167,11 @@ class DidQueue(Protocol):
         another state."""
         ...
 
+    async def superseded_of(self, job_id: str, dids: Iterable[str]) -> dict[str, str]:
+        """``{did: batch id}`` of the rows each reopened DID's next batch must replace (for
+        DIDs finalized outside a batch after a reopen, which no claim carried)."""
+        ...
+
     async def reopen(self, job_id: str, dids: Iterable[str]) -> int:
         """Make final DIDs pending again for a re-run, with fresh attempts, remembering the
         batch that holds their current rows (see the module docstring). Non-final DIDs are

@@ -262,6 +262,14 @@ async def finalize(
     return (await conn.execute(stmt)).rowcount == 1
 
 
+async def superseded_of(conn: AsyncConnection, job: int, chunk: Sequence[str]) -> dict[str, int]:
+    """See ``DidQueue.superseded_of``: DID -> batch number of the rows it will replace."""
+    query = select(dids.c.did, dids.c.superseded_batch).where(
+        dids.c.job == job, dids.c.did.in_(chunk), dids.c.superseded_batch.is_not(None)
+    )
+    return {row.did: row.superseded_batch for row in await conn.execute(query)}
+
+
 async def reopen(conn: AsyncConnection, job: int, chunk: Sequence[str]) -> int:
     """See ``DidQueue.reopen``. ``superseded_batch`` keeps the batch whose rows are
     visible: the current one, or, for a DID reopened twice before it was committed

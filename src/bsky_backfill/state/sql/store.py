@@ -233,6 +233,15 @@ class SqlJobStore:
             key = await self._key(conn, job_id)
             return await dids.finalize(conn, key, did, state, DidState(state).value, error)
 
+    async def superseded_of(self, job_id: str, dids_: Iterable[str]) -> dict[str, str]:
+        async with self._tx("superseded_of", read_only=True) as conn:
+            key = await self._key(conn, job_id)
+            found: dict[str, str] = {}
+            for chunk in chunked(dids_, IN_CHUNK):
+                olds = await dids.superseded_of(conn, key, chunk)
+                found.update({did: format_batch_id(seq) for did, seq in olds.items()})
+            return found
+
     async def reopen(self, job_id: str, dids_: Iterable[str]) -> int:
         async with self._tx("reopen") as conn:
             key = await self._key(conn, job_id)
