@@ -9,6 +9,7 @@ cloud metadata address), writes a config and a DID list, runs the same engine as
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -141,7 +142,13 @@ async def run_with_progress(
         task = bar.add_task("repos", total=total)
 
         def update(progress: Progress) -> None:
-            described = f"repos, {progress.records:,} records, {progress.requests:,} requests"
+            elapsed = max(time.monotonic() - progress.started, 1e-6)
+            busiest = sorted(progress.busiest.items(), key=lambda item: -item[1])[:3]
+            hosts = ", ".join(f"{host} {n}" for host, n in busiest)
+            described = (
+                f"repos, {progress.records:,} records, {progress.requests / elapsed:,.0f} req/s"
+                f" ({progress.rate_limited} rate-limited); busiest: {hosts or '-'}"
+            )
             bar.update(
                 task,
                 total=progress.total or total or None,
