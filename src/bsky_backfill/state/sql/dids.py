@@ -43,6 +43,7 @@ __all__ = [
     "reopen",
     "retry_later",
     "set_identities",
+    "superseded_of",
     "unresolved",
 ]
 
