@@ -25,8 +25,10 @@ class Backend:
     url: str
     options: StoreOptions = field(default_factory=StoreOptions)
 
-    async def open(self, **kwargs: Callable[[], datetime]) -> SqlJobStore:
-        return await SqlJobStore.open(self.url, self.options, **kwargs)
+    async def open(self, clock: Callable[[], datetime] | None = None) -> SqlJobStore:
+        if clock is None:
+            return await SqlJobStore.open(self.url, self.options)
+        return await SqlJobStore.open(self.url, self.options, clock=clock)
 
     def child_args(self) -> list[str]:
         """Arguments that tell ``tests.support.state_worker`` how to open this store."""

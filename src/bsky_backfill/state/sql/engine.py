@@ -106,12 +106,26 @@ def create_store_engine(url: URL, options: StoreOptions) -> AsyncEngine:
         kwargs["pool_pre_ping"] = True  # a server restart invalidates pooled connections
         if options.schema is not None:
             execution["schema_translate_map"] = {None: options.schema}
+    if url.get_backend_name() == "sqlite":
+        _check_sqlite_directory(url)
     engine = create_async_engine(url, **kwargs)
     if execution:
         engine = engine.execution_options(**execution)
     if url.get_backend_name() == "sqlite":
         _sqlite_events(engine, options)
     return engine
+
+
+def _check_sqlite_directory(url: URL) -> None:
+    """Refuse a file whose directory is missing before connecting: SQLite would only say
+    "unable to open database file", and aiosqlite, failing to connect, leaves a thread
+    behind that later writes to a closed event loop."""
+    database = url.database or ""
+    if database.startswith("file:") or url.query.get("uri"):
+        return  # a SQLite URI: its own syntax, left to SQLite
+    directory = Path(database).expanduser().resolve().parent
+    if not directory.is_dir():
+        raise StoreError(f"state store directory {directory} does not exist")
 
 
 def _sqlite_events(engine: AsyncEngine, options: StoreOptions) -> None:
@@ -121,15 +135,21 @@ def _sqlite_events(engine: AsyncEngine, options: StoreOptions) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Take BEGIN away from the sqlite3 module, which would defer it; _begin emits it.
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in (
-            f"PRAGMA busy_timeout = {busy_ms}",
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = FULL",
-            "PRAGMA foreign_keys = ON",
-        ):
-            cursor.execute(pragma)
-        cursor.close()
+        try:
+            cursor = dbapi_connection.cursor()
+            for pragma in (
+                f"PRAGMA busy_timeout = {busy_ms}",
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA foreign_keys = ON",
+            ):
+                cursor.execute(pragma)
+            cursor.close()
+        except BaseException:
+            # Not a database, or unreadable: the pool re-raises without closing the new
+            # connection, whose aiosqlite thread would then outlive the event loop.
+            dbapi_connection.close()
+            raise
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Connection) -> None:
