@@ -70,6 +70,7 @@ class HostLimiter:
         self._paused_until = 0.0
         self._backoff = _MIN_BACKOFF
         self._trust = 1.0  # share of the host's advertised quota we believe; drops on 429
+        self._active = 0  # requests inside a slot right now
         self._in_flight = asyncio.Semaphore(options.max_in_flight)
         self.requests = 0
         self.rate_limited_count = 0
@@ -100,7 +101,11 @@ class HostLimiter:
         async with self._in_flight:
             await self._wait_turn()
             self.requests += 1
-            yield
+            self._active += 1
+            try:
+                yield
+            finally:
+                self._active -= 1
 
     def observe(self, info: RateLimitInfo) -> None:
         """Adapt the pace to a successful answer's rate-limit headers."""
@@ -110,9 +115,9 @@ class HostLimiter:
             if info.remaining <= 0 and left > 0:
                 self._pause(left)
                 return
-            # Spread what is left of the window's quota over the time left in it; keep one
-            # request in hand for clock skew and requests already in flight.
-            budget = max(info.remaining - self.options.max_in_flight, 1)
+            # Spread what is left of the window's quota over the time left in it, less the
+            # requests already in flight (sent, but maybe not yet counted by the host).
+            budget = max(info.remaining - self._active, 1)
             self._set_rate(self._trust * budget / max(left, 1.0))
         elif info.policy_limit is not None and info.policy_window:
             self._set_rate(self._trust * info.policy_limit / info.policy_window)

@@ -69,9 +69,9 @@ async def test_requests_are_spaced_at_the_configured_rate() -> None:
 async def test_headers_spread_the_remaining_quota_over_the_window() -> None:
     t = FakeTime()
     lim = limiter(t, rate=1, max_rate=1000, max_in_flight=1)
-    lim.observe(RateLimitInfo(limit=3000, remaining=3001, reset_at=WALL0 + 300))
+    lim.observe(RateLimitInfo(limit=3000, remaining=3000, reset_at=WALL0 + 300))
     assert lim.rate == pytest.approx(10.0)
-    lim.observe(RateLimitInfo(limit=3000, remaining=101, reset_at=WALL0 + 100))
+    lim.observe(RateLimitInfo(limit=3000, remaining=100, reset_at=WALL0 + 100))
     assert lim.rate == pytest.approx(1.0)
 
 
@@ -90,7 +90,7 @@ async def test_a_429_pauses_for_retry_after_and_then_trusts_headers_less() -> No
     lim.rate_limited(retry_after=30)
     assert lim.paused
     assert (await run_requests(lim, t, 1))[0] >= 30
-    lim.observe(RateLimitInfo(remaining=3008, reset_at=t.wall() + 300))
+    lim.observe(RateLimitInfo(remaining=3000, reset_at=t.wall() + 300))
     assert lim.rate == pytest.approx(0.7 * 10)  # the same headers, believed less
 
 
@@ -136,3 +136,11 @@ async def test_a_pause_holds_back_requests_already_waiting() -> None:
 def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="min_rate"):
         LimiterOptions(rate=0)
+
+
+async def test_requests_in_flight_are_kept_out_of_the_budget() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1000, max_rate=1000, max_in_flight=4)
+    async with lim.slot(), lim.slot():
+        lim.observe(RateLimitInfo(remaining=102, reset_at=t.wall() + 100))
+    assert lim.rate == pytest.approx(1.0)  # (102 - 2 in flight) / 100 s
