@@ -245,23 +245,36 @@ class JobRunner:
         return self._limiters[host]
 
     async def _host_worker(self, host: str, gate: asyncio.Semaphore) -> None:
-        """All of one host's DIDs: ``max_in_flight`` lanes claim and process them."""
+        """All of one host's DIDs: a feeder claims them in chunks (one transaction per
+        chunk, not per DID) and ``max_in_flight`` lanes process them."""
         async with gate:
             limiter = self._limiter(host)
             lanes = self.options.limiter.max_in_flight
-            await asyncio.gather(*(self._lane(host, limiter) for _ in range(lanes)))
+            # Bounded: the feeder claims a chunk, then waits while lanes take from it.
+            queue: asyncio.Queue[Claim | None] = asyncio.Queue(maxsize=lanes)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._feed(host, queue, lanes))
+                for _ in range(lanes):
+                    group.create_task(self._lane(queue, limiter))
 
-    async def _lane(self, host: str, limiter: HostLimiter) -> None:
+    async def _feed(self, host: str, queue: asyncio.Queue[Claim | None], lanes: int) -> None:
         while True:
             claims = await self.store.claim(
-                self.job_id, 1, worker_id=self.options.worker_id, host=host
+                self.job_id, 2 * lanes, worker_id=self.options.worker_id, host=host
             )
-            if not claims:
-                if not await self._waiting_on(host):
-                    return
-                await asyncio.sleep(0.2)  # only DIDs waiting for a retry time are left
+            for claim in claims:
+                await queue.put(claim)
+            if claims:
                 continue
-            await self._process(claims[0], limiter)
+            if not await self._waiting_on(host):
+                break
+            await asyncio.sleep(0.2)  # only DIDs waiting for a retry time are left
+        for _ in range(lanes):
+            await queue.put(None)
+
+    async def _lane(self, queue: asyncio.Queue[Claim | None], limiter: HostLimiter) -> None:
+        while (claim := await queue.get()) is not None:
+            await self._process(claim, limiter)
 
     async def _waiting_on(self, host: str) -> bool:
         counts = (await self.store.host_counts(self.job_id)).get(host, {})
