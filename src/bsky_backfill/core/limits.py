@@ -71,6 +71,9 @@ class HostLimiter:
         self._backoff = _MIN_BACKOFF
         self._trust = 1.0  # share of the host's advertised quota we believe; drops on 429
         self._active = 0  # requests inside a slot right now
+        self._room: int | None = None  # quota the last headers left us (None: no headers)
+        self._window_reset: float | None = None
+        self._limited_in_window = False
         self._in_flight = asyncio.Semaphore(options.max_in_flight)
         self.requests = 0
         self.rate_limited_count = 0
@@ -111,32 +114,47 @@ class HostLimiter:
         """Adapt the pace to a successful answer's rate-limit headers."""
         self._backoff = _MIN_BACKOFF
         if info.remaining is not None and info.reset_at is not None:
+            self._new_window(info.reset_at)
             left = info.reset_at - self._wall()
             if info.remaining <= 0 and left > 0:
+                self._room = 0
                 self._pause(left)
                 return
             # Spread what is left of the window's quota over the time left in it, less the
             # requests already in flight (sent, but maybe not yet counted by the host).
-            budget = max(info.remaining - self._active, 1)
-            self._set_rate(self._trust * budget / max(left, 1.0))
+            self._room = info.remaining - self._active
+            self._set_rate(self._trust * max(self._room, 1) / max(left, 1.0))
         elif info.policy_limit is not None and info.policy_window:
             self._set_rate(self._trust * info.policy_limit / info.policy_window)
         elif self.rate < self._base_rate:
             self._set_rate(self.rate * 1.05)  # additive recovery after a 429 without headers
 
+    def _new_window(self, reset_at: float) -> None:
+        """On a host's new rate-limit window, win back some trust if the last one passed
+        without a 429 (one refusal must not slow a host for the rest of the job)."""
+        if self._window_reset is not None and reset_at > self._window_reset + 0.5:
+            if not self._limited_in_window:
+                self._trust = min(1.0, self._trust / 0.8)
+            self._limited_in_window = False
+        self._window_reset = reset_at
+
     def rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause this host until the host says, or back off exponentially, and
-        trust its headers less from now on."""
+        """A 429: pause this host until the host says, or back off exponentially. When the
+        host's last headers still claimed room, they overstate its limit: trust them less."""
         self.rate_limited_count += 1
+        self._limited_in_window = True
         if retry_after is not None and retry_after > 0:
             delay = min(retry_after, _MAX_BACKOFF)
         else:
             delay = self._backoff
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
         self._pause(delay)
-        self._trust = max(self._trust * 0.7, 0.05)
-        self._base_rate = max(self._base_rate * 0.5, self.options.min_rate)
-        self._set_rate(min(self.rate, self._base_rate))
+        if self._room is None:  # no headers at all: halve our own pace
+            self._base_rate = max(self._base_rate * 0.5, self.options.min_rate)
+            self._set_rate(min(self.rate, self._base_rate))
+        elif self._room > 1:  # "room left", then a refusal: the host advertises too much
+            self._trust = max(self._trust * 0.7, 0.05)
+            self._set_rate(self.rate * 0.7)
 
     def _pause(self, seconds: float) -> None:
         until = self._clock() + seconds

@@ -84,14 +84,34 @@ async def test_a_spent_quota_pauses_until_the_reset() -> None:
     assert starts == [pytest.approx(42.0)]
 
 
-async def test_a_429_pauses_for_retry_after_and_then_trusts_headers_less() -> None:
+async def test_a_429_despite_room_left_pauses_and_then_trusts_headers_less() -> None:
     t = FakeTime()
     lim = limiter(t, rate=10, max_rate=100)
+    lim.observe(RateLimitInfo(remaining=500, reset_at=t.wall() + 300))  # "room left"
     lim.rate_limited(retry_after=30)
     assert lim.paused
     assert (await run_requests(lim, t, 1))[0] >= 30
     lim.observe(RateLimitInfo(remaining=3000, reset_at=t.wall() + 300))
     assert lim.rate == pytest.approx(0.7 * 10)  # the same headers, believed less
+
+
+async def test_a_429_at_the_end_of_a_spent_window_is_no_lie() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=10, max_rate=100)
+    lim.observe(RateLimitInfo(remaining=1, reset_at=t.wall() + 5))
+    lim.rate_limited(retry_after=5)
+    lim.observe(RateLimitInfo(remaining=3000, reset_at=t.wall() + 300))
+    assert lim.rate == pytest.approx(10.0)
+
+
+async def test_trust_comes_back_after_a_clean_window() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=10, max_rate=100)
+    lim.observe(RateLimitInfo(remaining=500, reset_at=t.wall() + 300))
+    lim.rate_limited(retry_after=1)
+    lim.observe(RateLimitInfo(remaining=3000, reset_at=WALL0 + 600))  # the next window
+    lim.observe(RateLimitInfo(remaining=3000, reset_at=WALL0 + 900))  # and a clean one
+    assert lim.rate > 0.7 * 3000 / (900 - t.now)
 
 
 async def test_a_429_without_headers_backs_off_exponentially() -> None:
