@@ -28,6 +28,9 @@ from bsky_backfill.atproto.ratelimit import RateLimitInfo
 __all__ = ["HostLimiter", "LimiterOptions"]
 
 _MIN_BACKOFF: Final = 1.0
+# RateLimit-Reset is whole seconds: wait a little past it, or the first request of the
+# "next" window can land in the old one and draw a 429.
+_RESET_SLACK: Final = 0.5
 _MAX_BACKOFF: Final = 300.0
 
 
@@ -118,7 +121,7 @@ class HostLimiter:
             left = info.reset_at - self._wall()
             if info.remaining <= 0 and left > 0:
                 self._room = 0
-                self._pause(left)
+                self._pause(left + _RESET_SLACK)
                 return
             # Spread what is left of the window's quota over the time left in it, less the
             # requests already in flight (sent, but maybe not yet counted by the host).
@@ -144,7 +147,7 @@ class HostLimiter:
         self.rate_limited_count += 1
         self._limited_in_window = True
         if retry_after is not None and retry_after > 0:
-            delay = min(retry_after, _MAX_BACKOFF)
+            delay = min(retry_after + _RESET_SLACK, _MAX_BACKOFF)
         else:
             delay = self._backoff
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
