@@ -75,6 +75,7 @@ class HostLimiter:
         self._trust = 1.0  # share of the host's advertised quota we believe; drops on 429
         self._active = 0  # requests inside a slot right now
         self._room: int | None = None  # quota the last headers left us (None: no headers)
+        self._quota: int | None = None  # that quota, less requests sent since
         self._window_reset: float | None = None
         self._limited_in_window = False
         self._in_flight = asyncio.Semaphore(options.max_in_flight)
@@ -98,8 +99,25 @@ class HostLimiter:
             self._next_slot = slot + self._interval
             if slot > now:
                 await self._sleep(slot - now)
-            if self._clock() >= self._paused_until:  # a 429 may have paused us meanwhile
+            if self._clock() < self._paused_until:  # a 429 may have paused us meanwhile
+                continue
+            if not self._quota_spent():
                 return
+
+    def _quota_spent(self) -> bool:
+        """True (and the host paused to its reset) when the requests sent since the last
+        headers used up the quota they announced: slots reserved at the old pace must not
+        spill past the end of the window."""
+        if self._quota is None or self._window_reset is None:
+            return False
+        left = self._window_reset - self._wall()
+        if left <= 0:
+            self._quota = None  # a new window: its quota is known from the next answer
+            return False
+        if self._quota > 0:
+            return False
+        self._pause(left + _RESET_SLACK)
+        return True
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -108,6 +126,8 @@ class HostLimiter:
             await self._wait_turn()
             self.requests += 1
             self._active += 1
+            if self._quota is not None:
+                self._quota -= 1
             try:
                 yield
             finally:
@@ -120,12 +140,12 @@ class HostLimiter:
             self._new_window(info.reset_at)
             left = info.reset_at - self._wall()
             if info.remaining <= 0 and left > 0:
-                self._room = 0
+                self._room = self._quota = 0
                 self._pause(left + _RESET_SLACK)
                 return
             # Spread what is left of the window's quota over the time left in it, less the
             # requests already in flight (sent, but maybe not yet counted by the host).
-            self._room = info.remaining - self._active
+            self._room = self._quota = info.remaining - self._active
             self._set_rate(self._trust * max(self._room, 1) / max(left, 1.0))
         elif info.policy_limit is not None and info.policy_window:
             self._set_rate(self._trust * info.policy_limit / info.policy_window)

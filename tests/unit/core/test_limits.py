@@ -164,3 +164,12 @@ async def test_requests_in_flight_are_kept_out_of_the_budget() -> None:
     async with lim.slot(), lim.slot():
         lim.observe(RateLimitInfo(remaining=102, reset_at=t.wall() + 100))
     assert lim.rate == pytest.approx(1.0)  # (102 - 2 in flight) / 100 s
+
+
+async def test_slots_reserved_at_the_old_pace_do_not_spill_past_a_spent_quota() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=100, max_rate=100, max_in_flight=10)
+    lim.observe(RateLimitInfo(remaining=3, reset_at=t.wall() + 10))
+    starts = await run_requests(lim, t, 6)
+    assert sum(1 for s in starts if s < 10) == 3  # the rest wait for the next window
+    assert len(starts) == 6
