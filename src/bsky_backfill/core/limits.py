@@ -76,6 +76,9 @@ class HostLimiter:
         self._active = 0  # requests inside a slot right now
         self._room: int | None = None  # quota the last headers left us (None: no headers)
         self._quota: int | None = None  # that quota, less requests sent since
+        self._policy_rate: float | None = None  # limit / window from RateLimit-Policy
+        self._last_reset: float | None = None
+        self._turn = asyncio.Lock()
         self._window_reset: float | None = None
         self._limited_in_window = False
         self._in_flight = asyncio.Semaphore(options.max_in_flight)
@@ -94,6 +97,7 @@ class HostLimiter:
 
     async def _wait_turn(self) -> None:
         while True:
+            self._roll_window()
             now = self._clock()
             slot = max(self._next_slot, now, self._paused_until)
             self._next_slot = slot + self._interval
@@ -104,26 +108,40 @@ class HostLimiter:
             if not self._quota_spent():
                 return
 
+    def _roll_window(self) -> None:
+        """Past the host's reset, a new window starts with its full quota: go back to the
+        policy's pace instead of the (often slow) pace of the old window's last answers."""
+        if self._window_reset is None or self._wall() < self._window_reset + _RESET_SLACK:
+            return
+        self._window_reset = None
+        self._quota = None
+        if self._policy_rate is not None:
+            self._set_rate(self._trust * self._policy_rate)
+            self._next_slot = min(self._next_slot, self._clock())
+
     def _quota_spent(self) -> bool:
         """True (and the host paused to its reset) when the requests sent since the last
         headers used up the quota they announced: slots reserved at the old pace must not
         spill past the end of the window."""
         if self._quota is None or self._window_reset is None:
             return False
-        left = self._window_reset - self._wall()
+        left = self._window_reset + _RESET_SLACK - self._wall()
         if left <= 0:
             self._quota = None  # a new window: its quota is known from the next answer
             return False
         if self._quota > 0:
             return False
-        self._pause(left + _RESET_SLACK)
+        self._pause(left)
         return True
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Wait for a free in-flight place and for this request's turn, then hold it."""
         async with self._in_flight:
-            await self._wait_turn()
+            # One waiter at a time reserves its slot, just in time: a slot reserved long
+            # ahead at an old pace would ignore what the next headers say.
+            async with self._turn:
+                await self._wait_turn()
             self.requests += 1
             self._active += 1
             if self._quota is not None:
@@ -136,6 +154,8 @@ class HostLimiter:
     def observe(self, info: RateLimitInfo) -> None:
         """Adapt the pace to a successful answer's rate-limit headers."""
         self._backoff = _MIN_BACKOFF
+        if info.policy_limit is not None and info.policy_window:
+            self._policy_rate = info.policy_limit / info.policy_window
         if info.remaining is not None and info.reset_at is not None:
             self._new_window(info.reset_at)
             left = info.reset_at - self._wall()
@@ -155,11 +175,11 @@ class HostLimiter:
     def _new_window(self, reset_at: float) -> None:
         """On a host's new rate-limit window, win back some trust if the last one passed
         without a 429 (one refusal must not slow a host for the rest of the job)."""
-        if self._window_reset is not None and reset_at > self._window_reset + 0.5:
+        if self._last_reset is not None and reset_at > self._last_reset + 0.5:
             if not self._limited_in_window:
                 self._trust = min(1.0, self._trust / 0.8)
             self._limited_in_window = False
-        self._window_reset = reset_at
+        self._last_reset = self._window_reset = reset_at
 
     def rate_limited(self, retry_after: float | None) -> None:
         """A 429: pause this host until the host says, or back off exponentially. When the

@@ -252,29 +252,40 @@ class JobRunner:
             lanes = self.options.limiter.max_in_flight
             # Bounded: the feeder claims a chunk, then waits while lanes take from it.
             queue: asyncio.Queue[Claim | None] = asyncio.Queue(maxsize=lanes)
+            busy = [0]  # claims handed to lanes and not finished: they may come back
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._feed(host, queue, lanes))
+                group.create_task(self._feed(host, queue, lanes, busy))
                 for _ in range(lanes):
-                    group.create_task(self._lane(queue, limiter))
+                    group.create_task(self._lane(queue, limiter, busy))
 
-    async def _feed(self, host: str, queue: asyncio.Queue[Claim | None], lanes: int) -> None:
+    async def _feed(
+        self, host: str, queue: asyncio.Queue[Claim | None], lanes: int, busy: list[int]
+    ) -> None:
         while True:
             claims = await self.store.claim(
                 self.job_id, 2 * lanes, worker_id=self.options.worker_id, host=host
             )
             for claim in claims:
+                busy[0] += 1
                 await queue.put(claim)
             if claims:
                 continue
-            if not await self._waiting_on(host):
+            # A DID in a lane may still be put back (a 429, a retry): wait for it here,
+            # not in the next round, which starts only when every host is done.
+            if busy[0] == 0 and not await self._waiting_on(host):
                 break
-            await asyncio.sleep(0.2)  # only DIDs waiting for a retry time are left
+            await asyncio.sleep(0.2)
         for _ in range(lanes):
             await queue.put(None)
 
-    async def _lane(self, queue: asyncio.Queue[Claim | None], limiter: HostLimiter) -> None:
+    async def _lane(
+        self, queue: asyncio.Queue[Claim | None], limiter: HostLimiter, busy: list[int]
+    ) -> None:
         while (claim := await queue.get()) is not None:
-            await self._process(claim, limiter)
+            try:
+                await self._process(claim, limiter)
+            finally:
+                busy[0] -= 1
 
     async def _waiting_on(self, host: str) -> bool:
         counts = (await self.store.host_counts(self.job_id)).get(host, {})
