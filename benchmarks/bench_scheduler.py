@@ -54,6 +54,7 @@ from bsky_backfill.config import load_config
 from bsky_backfill.core.job import run_job
 from bsky_backfill.fakenet.population import PopulationSpec, account_seed
 
+REPO = Path(__file__).resolve().parent.parent
 GET_REPO = "com.atproto.sync.getRepo"
 WINDOW_S = 10.0
 FLOOR_LIMIT = 40  # per window: 4 requests/s
@@ -212,7 +213,7 @@ class Network:
             [sys.executable, "-m", "benchmarks.fakenet_runner", str(folder / "network.json")],
             stdout=subprocess.PIPE,
             text=True,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=REPO,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -475,7 +476,7 @@ def git_commit() -> str | None:
             capture_output=True,
             text=True,
             check=True,
-            cwd=Path(__file__).parent,
+            cwd=REPO,
         )
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -492,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="pyinstrument report per scenario here")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
+    commit = git_commit()  # before the runs: the code imported now is the code measured
     out = args.out or Path(__file__).parent / "results" / f"scheduler_{mode}.json"
     chosen = [s for s in scenarios(args.quick) if not args.only or s.name in args.only]
     results = []
@@ -514,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         for result in results:
             print()
             print(host_table(result))
+    engine = Path(bsky_backfill.__file__).resolve().parent
     meta = {
         "mode": mode,
         "python": sys.version.split()[0],
@@ -523,8 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         "floor_limit": FLOOR_LIMIT,
         "client_rate": CLIENT_RATE,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "engine": str(Path(bsky_backfill.__file__).parent),
-        "commit": git_commit(),
+        "engine": str(engine),
+        "commit": commit if engine.is_relative_to(REPO) else os.environ.get("ENGINE_COMMIT"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
