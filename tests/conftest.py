@@ -9,6 +9,8 @@ import pytest
 
 from tests.support import require, shared_dir
 
+pytest_plugins = ["tests.support.jobs", "tests.support.moto"]
+
 
 @pytest.fixture(scope="session")
 def interop_dir() -> Path:

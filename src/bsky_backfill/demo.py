@@ -118,14 +118,15 @@ async def run_demo(console: Console, *, out: Path, accounts: int, hosts: int, se
         truth = truth_for(net, dids, config)
         injected = dict(net.faults.injected)
     _report(console, outcome, injected)
-    problems = compare_with_truth(outcome.output, truth)
+    dataset = Path(outcome.output)
+    problems = compare_with_truth(dataset, truth)
     if problems:
         console.print(f"[red]{len(problems)} differences from ground truth[/red]")
         for line in problems[:10]:
             console.print(f"  {line}")
         return False
     console.print("[green]exact: every record and every status matches the ground truth[/green]")
-    glob = outcome.output / "records" / "**" / "*.parquet"
+    glob = dataset / "records" / "**" / "*.parquet"
     console.print(
         'query it: duckdb -c "SELECT collection, count(*) FROM read_parquet('
         f"'{glob}', hive_partitioning=true) GROUP BY 1\""

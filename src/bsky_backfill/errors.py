@@ -30,7 +30,10 @@ BackfillError                     context: did, host, url
 │   │   └── MalformedMst          the tree breaks MST rules (order, depth, shape)
 │   ├── RepoTooLarge              over the configured byte cap
 │   ├── ResponseTooLarge          an XRPC body over its cap
-│   └── XrpcError                 any other XRPC error (InvalidRequest, unknown 4xx)
+│   ├── XrpcError                 any other XRPC error (InvalidRequest, unknown 4xx)
+│   └── StorageRefused            cloud storage refuses for good; resource names it
+│       ├── StorageMissing        no such bucket / object / table
+│       └── StorageAccessDenied   the credentials may not use it, or there are none
 ├── StoreError                    the state store refused for good; retrying cannot help
 │   ├── JobNotFound               no job with that id
 │   └── BatchRejected             a batch that is not open, or whose DIDs its worker lost
@@ -75,6 +78,9 @@ __all__ = [
     "ResponseTooLarge",
     "RetryableError",
     "SinkWriteFailed",
+    "StorageAccessDenied",
+    "StorageMissing",
+    "StorageRefused",
     "StoreError",
     "StoreUnavailable",
     "TruncatedRepo",
@@ -250,6 +256,24 @@ class XrpcError(PermanentError):
         super().__init__(message, **context)
         self.error = error
         self.status = status
+
+
+class StorageRefused(PermanentError):
+    """Cloud storage (S3, DynamoDB) refused for good; ``resource`` names the bucket, object
+    or table (``s3://bucket/key``, ``dynamodb:table``). Fix the config, the resource or the
+    permissions, then run again: a job stopped by this resumes where it was."""
+
+    def __init__(self, message: str, *, resource: str) -> None:
+        super().__init__(message)
+        self.resource = resource
+
+
+class StorageMissing(StorageRefused):
+    """The bucket, object or table does not exist."""
+
+
+class StorageAccessDenied(StorageRefused):
+    """The credentials may not use the resource, are invalid, or none were found."""
 
 
 class StoreError(BackfillError):

@@ -3,27 +3,22 @@ repeated SIGKILLs, and within every host's rate limits."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
-import subprocess
-import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.dataset as ds
-import pytest
 
 from bsky_backfill.config import load_config
 from bsky_backfill.core.job import run_job
 from bsky_backfill.demo import compare_with_truth, truth_for
 from bsky_backfill.fakenet.faults import FaultSpec
 from bsky_backfill.fakenet.injector import FaultInjector
-from bsky_backfill.fakenet.population import PopulationSpec, account_seed
+from bsky_backfill.fakenet.population import PopulationSpec
 from bsky_backfill.fakenet.server import FakeNetwork
 from bsky_backfill.fakenet.spec import HostSpec, NetworkSpec
+from tests.support.jobs import dids_of, run_cli
 
 CONFIG = """\
 backfill:
@@ -37,9 +32,6 @@ backfill:
   storage: {{type: parquet, path: ./out}}
   monitoring: {{prometheus_port: 0}}
 """
-
-
-CLI = [sys.executable, "-c", "from bsky_backfill.cli import main; main()"]
 
 
 def write_job(
@@ -75,47 +67,10 @@ async def test_a_job_under_faults_matches_ground_truth_exactly(tmp_path: Path) -
         outcome = await run_job(config, path.read_text())
         truth = truth_for(net, dids, config)
         injected = dict(net.faults.injected)
-    assert compare_with_truth(outcome.output, truth) == []
+    assert compare_with_truth(Path(outcome.output), truth) == []
     assert sum(injected.values()) > 10, injected
     assert outcome.counts["failed"] == 4
-    assert (outcome.output / "manifest.json").is_file()
-
-
-@pytest.fixture
-def fakenet_process() -> Iterator[dict[str, object]]:
-    """The simulated network as its own process (it outlives the job's restarts)."""
-    process = subprocess.Popen(
-        [*CLI, "fakenet", "--hosts", "3", "--accounts", "150", "--seed", "5"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        yield json.loads(process.stdout.readline())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def run_cli(config: Path, *, kill_after: float | None = None) -> int | None:
-    """Run ``bsky-backfill run`` (SIGKILL it after ``kill_after`` s); its exit code, or None
-    when it was killed."""
-    with (config.parent / "run.log").open("ab") as log:
-        process = subprocess.Popen(
-            [*CLI, "run", str(config)], cwd=config.parent, stdout=log, stderr=log
-        )
-        try:
-            process.wait(timeout=kill_after if kill_after is not None else 300)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return None
-    if process.returncode != 0:
-        print((config.parent / "run.log").read_text()[-3000:])
-    return process.returncode
+    assert (Path(outcome.output) / "manifest.json").is_file()
 
 
 def dataset_rows(folder: Path) -> tuple[Counter[tuple[str, str, str, str]], dict[str, str]]:
@@ -128,13 +83,6 @@ def dataset_rows(folder: Path) -> tuple[Counter[tuple[str, str, str, str]], dict
         columns=["did", "status"]
     )
     return rows, dict(zip(repos["did"].to_pylist(), repos["status"].to_pylist(), strict=True))
-
-
-def dids_of(network: dict[str, object]) -> list[str]:
-    world_spec = PopulationSpec(seed=5, accounts=150, hosts=3)
-    urls: list[str] = network["hosts"]  # type: ignore[assignment]
-    hosts = [url.removeprefix("http://").replace(":", "%3A") for url in urls]
-    return [account_seed(world_spec, i, hosts).did for i in range(world_spec.total_accounts)]
 
 
 def test_sigkill_at_random_instants_then_resume_gives_the_clean_dataset(
@@ -207,4 +155,4 @@ async def test_a_rerun_fetches_only_changed_repos_and_matches_the_new_truth(
         fetched = {e.did for e in net.log.entries(endpoint="com.atproto.sync.getRepo")}
         truth = truth_for(net, dids, config)
     assert fetched == {active[0].did, active[1].did, active[2].did}
-    assert compare_with_truth(outcome.output, truth) == []
+    assert compare_with_truth(Path(outcome.output), truth) == []

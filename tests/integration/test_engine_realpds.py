@@ -310,7 +310,8 @@ class Dataset:
     manifest: dict[str, Any]
 
     @classmethod
-    def read(cls, root: Path) -> Dataset:
+    def read(cls, where: str) -> Dataset:
+        root = Path(where)
         records = ds.dataset(root / "records", format="parquet", partitioning="hive")
         repos = ds.dataset(root / "repos", format="parquet")
         return cls(

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from bsky_backfill.atproto.crypto import Keypair
 from bsky_backfill.cli import app
+from tests.support.moto import Moto
 from tests.support.repos import DID, KEY, make_repo
 
 runner = CliRunner()
@@ -118,14 +119,17 @@ def test_run_with_a_bad_config_exits_2_naming_key_and_line(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
-def test_run_of_an_unsupported_storage_exits_2_with_one_line(tmp_path: Path) -> None:
-    config = tmp_path / "s3.yaml"
+def test_run_into_a_missing_dynamodb_table_exits_1_with_one_line_naming_it(
+    tmp_path: Path, aws: Moto
+) -> None:
+    config = tmp_path / "cloud.yaml"
     config.write_text(
         "backfill:\n  name: x\n  source: {type: inline, dids: [did:plc:aaaaaaaaaaaaaaaaaaaaaaaa]}\n"
         '  time_range: {start_date: "2025-01-01"}\n'
-        "  storage: {type: dynamodb, table_name: results, region: us-west-2}\n"
+        f"  storage: {{type: dynamodb, table_name: results, endpoint_url: '{aws.url}'}}\n"
     )
     result = run_cli("run", str(config))
-    assert result.returncode == 2, result.stderr
-    assert "not supported by this version yet" in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: StorageMissing: DynamoDB table results does not exist")
+    assert "create_tables: true" in result.stderr
     assert "Traceback" not in result.stderr

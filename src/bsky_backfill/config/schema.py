@@ -48,6 +48,7 @@ from bsky_backfill.config.fields import (
     sorted_unique,
 )
 from bsky_backfill.config.sections import (
+    CLOUD_SINKS,
     FOLDER_SINKS,
     DerivedSource,
     DynamoDbStorage,
@@ -234,6 +235,8 @@ class BackfillConfig(FrozenModel):
             storage = {"type": "parquet", **storage}
             if storage["type"] in FOLDER_SINKS and "path" not in storage:
                 storage["path"] = f"./data/{name}"
+            if storage["type"] in CLOUD_SINKS and "work_dir" not in storage:
+                storage["work_dir"] = f"./data/{name}"
             data = {**data, "storage": storage}
         return data
 

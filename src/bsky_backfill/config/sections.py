@@ -7,10 +7,19 @@ required fields; :mod:`bsky_backfill.config.schema` assembles them into the whol
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from bsky_backfill.config.fields import (
     BaseUrl,
@@ -19,11 +28,11 @@ from bsky_backfill.config.fields import (
     S3Uri,
     TableFile,
     Text,
-    check_table_file,
     sorted_unique,
 )
 
 __all__ = [
+    "CLOUD_SINKS",
     "FOLDER_SINKS",
     "RELATIONS",
     "DerivedSource",
@@ -47,6 +56,8 @@ Relation = Literal["like", "repost", "reply", "quote", "follow"]
 RELATIONS: tuple[Relation, ...] = ("like", "repost", "reply", "quote", "follow")
 FOLDER_SINKS = ("parquet", "sqlite", "jsonl")
 """Storage kinds writing into a local folder, ``./data/<name>`` unless ``path`` says."""
+CLOUD_SINKS = ("s3", "dynamodb")
+"""Storage kinds writing to the cloud; their job state is in ``work_dir`` (``./data/<name>``)."""
 
 
 class FrozenModel(BaseModel):
@@ -71,6 +82,9 @@ def _named(pattern: str, what: str, example: str) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+Region = Annotated[StrictStr, _named(r"[a-z0-9-]{1,64}", "an AWS region name", "us-west-2")]
 
 
 # --- sources -----------------------------------------------------------------------------
@@ -112,20 +126,15 @@ class SqliteSource(FrozenModel):
 
 
 class S3Source(FrozenModel):
-    """DIDs from one object in S3 (or an S3-compatible server at ``endpoint_url``)."""
+    """DIDs from S3 (or an S3-compatible server at ``endpoint_url``): one object named by
+    its table suffix, or every table object under a prefix (any other ``uri``)."""
 
     type: Literal["s3"]
-    uri: S3Uri
+    # ``path`` is the proposal's spelling (``source: {type: s3, path: s3://...}``).
+    uri: S3Uri = Field(validation_alias=AliasChoices("uri", "path"))
+    column: Text = "did"
+    region: Region | None = None
     endpoint_url: BaseUrl | None = None
-
-    @field_validator("uri")
-    @classmethod
-    def _names_a_table_file(cls, uri: str) -> str:
-        if uri.count("/") < 3:
-            raise ValueError("must name an object, not just a bucket: s3://bucket/dids.csv")
-        # The object's name must say how to read it, as a local file's does.
-        check_table_file(Path(uri.rsplit("/", 1)[1]))
-        return uri
 
 
 class PdsSource(FrozenModel):
@@ -174,27 +183,48 @@ class JsonlStorage(FrozenModel):
 
 
 class S3Storage(FrozenModel):
-    """Parquet under ``s3://bucket/prefix`` (or an S3-compatible server at ``endpoint_url``)."""
+    """Parquet under ``s3://bucket/prefix`` (or an S3-compatible server at ``endpoint_url``),
+    in the local Parquet layout. ``work_dir`` (``./data/<name>``) holds the job's state."""
 
     type: Literal["s3"]
     path: S3Uri
+    region: Region | None = None
     endpoint_url: BaseUrl | None = None
+    work_dir: ConfigPath
+
+
+TableName = Annotated[
+    StrictStr,
+    _named(r"[A-Za-z0-9_.-]{3,255}", "3-255 of A-Z, a-z, 0-9, '_', '.', '-'", "backfill_results"),
+]
 
 
 class DynamoDbStorage(FrozenModel):
-    """A DynamoDB table (or a DynamoDB-compatible server at ``endpoint_url``)."""
+    """DynamoDB tables (or a DynamoDB-compatible server at ``endpoint_url``): records in
+    ``table_name``, one item per DID in ``user_metadata_table``, one per run in
+    ``run_metadata_table``. Records over DynamoDB's 400 KB item limit go to
+    ``overflow_path`` in S3 (same region and endpoint) when set, else are reported as
+    omitted. ``work_dir`` (``./data/<name>``) holds the job's state and staged batches."""
 
     type: Literal["dynamodb"]
-    table_name: Annotated[
-        StrictStr,
-        _named(
-            r"[A-Za-z0-9_.-]{3,255}", "3-255 of A-Z, a-z, 0-9, '_', '.', '-'", "backfill_results"
-        ),
-    ] = "backfill_results"
-    region: Annotated[StrictStr, _named(r"[a-z0-9-]{1,64}", "an AWS region name", "us-west-2")] = (
-        "us-west-2"
-    )
+    table_name: TableName = "backfill_results"
+    user_metadata_table: TableName = "backfill_user_metadata"
+    run_metadata_table: TableName = "backfill_metadata"
+    region: Region = "us-west-2"
     endpoint_url: BaseUrl | None = None
+    create_tables: StrictBool = False
+    overflow_path: S3Uri | None = None
+    work_dir: ConfigPath
+
+    @model_validator(mode="after")
+    def _distinct_tables(self) -> DynamoDbStorage:
+        names = (self.table_name, self.user_metadata_table, self.run_metadata_table)
+        if len(set(names)) < len(names):
+            raise ValueError(
+                "table_name, user_metadata_table and run_metadata_table must be three"
+                " different tables"
+            )
+        return self
 
 
 Storage = Annotated[

@@ -9,6 +9,7 @@ rev or status changed (and failed ones) are fetched again, their rows replaced.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,34 +19,36 @@ from typing import Any, Literal
 
 from bsky_backfill.atproto.identity import IdentityOptions, IdentityResolver
 from bsky_backfill.atproto.xrpc import XrpcClient, XrpcOptions
+from bsky_backfill.cloud.aws import AwsTarget
 from bsky_backfill.config.schema import BackfillConfig
-from bsky_backfill.config.sections import DynamoDbStorage, S3Storage
 from bsky_backfill.core.limits import LimiterOptions
 from bsky_backfill.core.manager import JobOptions, JobRunner, Progress
 from bsky_backfill.core.models import DidState
+from bsky_backfill.core.outputs import open_sink, preflight, work_dir
 from bsky_backfill.core.select import Selection
 from bsky_backfill.core.worker import WorkerOptions
-from bsky_backfill.errors import ConfigError
-from bsky_backfill.sinks import SINK_TYPES, AsyncSink, Manifest
+from bsky_backfill.sinks import AsyncSink, Manifest
 from bsky_backfill.sources.derived import derive_dids
 from bsky_backfill.sources.files import read_did_file, read_values
 from bsky_backfill.sources.pds import list_repos
+from bsky_backfill.sources.s3 import read_s3_dids
 from bsky_backfill.sources.sqlite import read_did_query
 from bsky_backfill.state.identity_cache import StoreIdentityCache
 from bsky_backfill.state.model import JobState
 from bsky_backfill.state.sql.store import SqlJobStore
 
-__all__ = ["JobOutcome", "output_path", "run_job", "state_path"]
+__all__ = ["JobOutcome", "run_job", "state_path"]
 
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a run ended: DIDs by final state, records kept, the dataset and its figures."""
+    """How a run ended: DIDs by final state, records kept, where the dataset is (a local
+    folder, ``s3://...`` or ``dynamodb:<table>``) and the run's figures."""
 
     job_id: str
     counts: dict[str, int]
     records: int
-    output: Path
+    output: str
     figures: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,22 +56,10 @@ class JobOutcome:
         return self.counts.get(DidState.FAILED.value, 0)
 
 
-def output_path(config: BackfillConfig) -> Path:
-    """The dataset's local directory; ``ConfigError`` for storage this version cannot
-    write (S3, DynamoDB: a later release)."""
-    storage = config.storage
-    if storage.type not in SINK_TYPES or isinstance(storage, DynamoDbStorage | S3Storage):
-        raise ConfigError(
-            f"storage type {storage.type!r} is not supported by this version yet;"
-            " use parquet, jsonl or sqlite",
-            key="backfill.storage.type",
-        )
-    return Path(storage.path)
-
-
 def state_path(config: BackfillConfig) -> Path:
-    """Where the job's SQLite state lives: beside the dataset, in ``<path>/_state/``."""
-    return output_path(config) / "_state" / "jobs.sqlite"
+    """Where the job's SQLite state lives: ``<work dir>/_state/jobs.sqlite`` (the work dir
+    is the dataset's own folder for local sinks)."""
+    return work_dir(config) / "_state" / "jobs.sqlite"
 
 
 def _selection(config: BackfillConfig) -> Selection:
@@ -100,16 +91,10 @@ async def _dids(config: BackfillConfig, client: XrpcClient) -> list[str]:
         return list(read_did_query(Path(source.path), source.query))
     if source.type == "derived":
         return list(derive_dids(Path(source.dataset), source.relations))
-    if source.type == "pds":
-        return [did async for did in list_repos(client, source.hosts)]
-    raise ConfigError(
-        f"source type {source.type!r} is not supported by this version yet",
-        key="backfill.source.type",
-    )
-
-
-def _sink(config: BackfillConfig) -> AsyncSink:
-    return AsyncSink(SINK_TYPES[config.storage.type](output_path(config)))
+    if source.type == "s3":
+        target = AwsTarget(source.region, source.endpoint_url)
+        return await asyncio.to_thread(list, read_s3_dids(source.uri, source.column, target))
+    return [did async for did in list_repos(client, source.hosts)]
 
 
 def _options(config: BackfillConfig, spool: Path) -> JobOptions:
@@ -146,14 +131,17 @@ async def run_job(
 ) -> JobOutcome:
     """Run (or resume) the job ``config`` describes; returns when its dataset is complete.
 
-    Raises ``ConfigError`` for a source or storage this version cannot use, and whatever
+    Raises ``StorageRefused`` (a missing bucket or table, access denied) from the
+    preflight before any work, ``ConfigError`` for an unreadable DID source, and whatever
     the store or sink raise when they cannot go on (the job is then marked failed and a
     later run resumes it).
     """
-    output = output_path(config)
+    output = work_dir(config)
     spool = output / "_state" / "spool"
     spool.mkdir(parents=True, exist_ok=True)
-    sink = _sink(config)
+    blocking_sink = open_sink(config)
+    await asyncio.to_thread(preflight, config, blocking_sink)
+    sink = AsyncSink(blocking_sink)
     started = datetime.now(UTC)
     store = await SqlJobStore.open(state_path(config))
     try:
@@ -200,6 +188,6 @@ async def run_job(
         await store.set_job_state(config.name, JobState.COMPLETED)
         counts = {state.value: n for state, n in (await store.counts(config.name)).items() if n}
         records = await store.records_total(config.name)
-        return JobOutcome(config.name, counts, records, output, runner.summary())
+        return JobOutcome(config.name, counts, records, blocking_sink.location, runner.summary())
     finally:
         await store.aclose()

@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from typing import Final
 
-from bsky_backfill.sinks.base import AsyncSink, Sink, SinkWriteFailed
+from bsky_backfill.sinks.base import AsyncSink, LocalSink, Sink, SinkWriteFailed
 from bsky_backfill.sinks.jsonl import JsonlSink
 from bsky_backfill.sinks.manifest import Manifest
 from bsky_backfill.sinks.parquet import ParquetSink
@@ -13,6 +13,7 @@ __all__ = [
     "SINK_TYPES",
     "AsyncSink",
     "JsonlSink",
+    "LocalSink",
     "Manifest",
     "ParquetSink",
     "Sink",
@@ -20,7 +21,7 @@ __all__ = [
     "SqliteSink",
 ]
 
-SINK_TYPES: Final[Mapping[str, type[Sink]]] = {
+SINK_TYPES: Final[Mapping[str, type[LocalSink]]] = {
     "parquet": ParquetSink,
     "jsonl": JsonlSink,
     "sqlite": SqliteSink,

@@ -58,15 +58,28 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import ClassVar
 
 from bsky_backfill.core.models import RepoResult
 from bsky_backfill.errors import SinkWriteFailed
-from bsky_backfill.sinks.manifest import DatasetInventory, Manifest, write_manifest
+from bsky_backfill.sinks.manifest import (
+    DatasetInventory,
+    Manifest,
+    manifest_document,
+    write_manifest,
+)
 
-__all__ = ["AsyncSink", "Sink", "SinkWriteFailed", "check_batch_id", "write_errors"]
+__all__ = [
+    "AsyncSink",
+    "LocalSink",
+    "Sink",
+    "SinkWriteFailed",
+    "check_batch_id",
+    "dids_by_batch",
+    "write_errors",
+]
 
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -79,6 +92,14 @@ def check_batch_id(batch_id: str) -> str:
     if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
         raise ValueError(f"invalid batch id {batch_id!r}: expected 1-64 of [A-Za-z0-9_-]")
     return batch_id
+
+
+def dids_by_batch(supersedes: Mapping[str, str]) -> dict[str, list[str]]:
+    """``{DID: old batch}`` turned round: ``{old batch: [DID, ...]}``, DIDs sorted."""
+    by_batch: dict[str, list[str]] = {}
+    for did, old in sorted(supersedes.items()):
+        by_batch.setdefault(old, []).append(did)
+    return by_batch
 
 
 @contextmanager
@@ -104,14 +125,15 @@ class Sink(ABC):
     """A dataset output following the exactly-once protocol of this module.
 
     Subclasses implement the ``_`` hooks; the public methods check arguments, take the
-    instance's lock and translate OS errors. ``path`` is the dataset's directory.
+    instance's lock and translate failures (``_failures``). ``location`` names the
+    dataset for people: a directory, or an ``s3://`` prefix.
     """
 
     format: ClassVar[str]
     """The ``storage.type`` this sink serves, written to the manifest."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    def __init__(self, location: str) -> None:
+        self.location = location
         self._lock = threading.Lock()
 
     def stage(
@@ -130,7 +152,7 @@ class Sink(ABC):
         olds = {did: check_batch_id(old) for did, old in (supersedes or {}).items()}
         if batch_id in olds.values():
             raise ValueError(f"batch {batch_id} cannot supersede its own rows")
-        with self._lock, write_errors(self.path):
+        with self._lock, self._failures():
             if self._is_published(batch_id):
                 raise ValueError(f"batch {batch_id} is already published: use a new batch id")
             self._stage(batch_id, results, olds)
@@ -138,29 +160,38 @@ class Sink(ABC):
     def publish(self, batch_id: str) -> None:
         """Make a staged batch visible and remove the rows it supersedes. Idempotent."""
         check_batch_id(batch_id)
-        with self._lock, write_errors(self.path):
+        with self._lock, self._failures():
             self._publish(batch_id)
 
     def discard(self, batch_id: str) -> None:
         """Delete a staged batch (never published rows). Idempotent; published rows stay."""
         check_batch_id(batch_id)
-        with self._lock, write_errors(self.path):
+        with self._lock, self._failures():
             self._discard(batch_id)
 
     def staged_batches(self) -> set[str]:
         """The ids of batches staged (completely or not) and not yet published or discarded."""
-        with self._lock, write_errors(self.path):
+        with self._lock, self._failures():
             return self._staged_batches()
 
-    def finish(self, manifest: Manifest) -> Path:
-        """Write ``<path>/manifest.json`` describing the visible dataset; return its path.
+    def finish(self, manifest: Manifest) -> str:
+        """Write ``manifest.json`` describing the visible dataset; return where it is.
 
         Raises ``ValueError`` while batches are staged (publish or discard them first).
         """
-        with self._lock, write_errors(self.path):
+        with self._lock, self._failures():
             if staged := self._staged_batches():
                 raise ValueError(f"cannot finish with batches staged: {sorted(staged)}")
-            return write_manifest(self.path, manifest, self.format, self._inventory())
+            return self._write_manifest(manifest_document(manifest, self.format, self._inventory()))
+
+    @abstractmethod
+    def _failures(self) -> AbstractContextManager[None]:
+        """Translate the storage's failures raised inside into ``SinkWriteFailed`` (or a
+        ``StorageRefused`` for good); everything else passes through."""
+
+    @abstractmethod
+    def _write_manifest(self, document: bytes) -> str:
+        """Store ``manifest.json`` atomically; return where it is."""
 
     @abstractmethod
     def _is_published(self, batch_id: str) -> bool:
@@ -183,6 +214,20 @@ class Sink(ABC):
     @abstractmethod
     def _inventory(self) -> DatasetInventory:
         """The visible dataset's files (sha256, rows) and counts, for the manifest."""
+
+
+class LocalSink(Sink):
+    """A sink writing into a local directory, ``path``; OS errors become ``SinkWriteFailed``."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(str(path))
+        self.path = Path(path)
+
+    def _failures(self) -> AbstractContextManager[None]:
+        return write_errors(self.path)
+
+    def _write_manifest(self, document: bytes) -> str:
+        return str(write_manifest(self.path, document))
 
 
 class AsyncSink:
@@ -217,6 +262,6 @@ class AsyncSink:
         """``Sink.staged_batches`` in a thread."""
         return await asyncio.to_thread(self.sink.staged_batches)
 
-    async def finish(self, manifest: Manifest) -> Path:
+    async def finish(self, manifest: Manifest) -> str:
         """``Sink.finish`` in a thread."""
         return await asyncio.to_thread(self.sink.finish, manifest)

@@ -35,7 +35,7 @@ from typing import ClassVar
 
 from bsky_backfill.atproto.syntax import is_valid_nsid
 from bsky_backfill.core.models import RecordRow, RepoResult, RepoRow
-from bsky_backfill.sinks.base import Sink, write_errors
+from bsky_backfill.sinks.base import LocalSink, dids_by_batch, write_errors
 from bsky_backfill.sinks.durable import fsync_dir, fsync_file, make_dirs, remove_tree
 from bsky_backfill.sinks.manifest import DatasetInventory, FileEntry, file_entry, remove_manifest
 from bsky_backfill.sinks.rows import group_by_collection
@@ -46,7 +46,7 @@ STAGING_DIR = "_staging"
 _INCOMPLETE = ".tmp"
 
 
-class FileSink(Sink):
+class FileSink(LocalSink):
     """The staging / publish / supersede machinery shared by file-per-batch sinks.
 
     Subclasses set ``suffix`` and ``partition_prefix`` and implement the four ``_write`` /
@@ -131,9 +131,7 @@ class FileSink(Sink):
                 fsync_dir(data / "repos")
             make_dirs(building)
             if supersedes:
-                by_batch: dict[str, list[str]] = {}
-                for did, old in sorted(supersedes.items()):
-                    by_batch.setdefault(old, []).append(did)
+                by_batch = dids_by_batch(supersedes)
                 (building / "supersedes.json").write_text(json.dumps(by_batch))
                 fsync_file(building / "supersedes.json")
             fsync_dir(building)

@@ -36,6 +36,7 @@ __all__ = [
     "Manifest",
     "canonical_json",
     "file_entry",
+    "manifest_document",
     "remove_manifest",
     "write_manifest",
 ]
@@ -91,6 +92,8 @@ class DatasetInventory:
     files: tuple[FileEntry, ...]
     records_by_collection: Mapping[str, int] = field(default_factory=dict)
     repos_by_status: Mapping[str, int] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Sink-specific top-level manifest entries (e.g. DynamoDB's oversized records)."""
 
 
 def file_entry(root: Path, path: Path, kind: str, rows: int) -> FileEntry:
@@ -106,8 +109,8 @@ def file_entry(root: Path, path: Path, kind: str, rows: int) -> FileEntry:
     )
 
 
-def write_manifest(root: Path, manifest: Manifest, fmt: str, inventory: DatasetInventory) -> Path:
-    """Write ``root/manifest.json`` atomically (temp file + rename + fsync); return its path."""
+def manifest_document(manifest: Manifest, fmt: str, inventory: DatasetInventory) -> bytes:
+    """The ``manifest.json`` text (layout in the module docstring) for ``inventory``."""
     document = {
         "manifest_version": 1,
         "tool": {"name": "bsky-backfill", "version": __version__},
@@ -127,10 +130,16 @@ def write_manifest(root: Path, manifest: Manifest, fmt: str, inventory: DatasetI
             {"path": f.path, "kind": f.kind, "rows": f.rows, "bytes": f.bytes, "sha256": f.sha256}
             for f in sorted(inventory.files, key=lambda f: f.path)
         ],
+        **inventory.extra,
     }
+    return json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
+
+
+def write_manifest(root: Path, document: bytes) -> Path:
+    """Write ``root/manifest.json`` atomically (temp file + rename + fsync); return its path."""
     path = root / MANIFEST_NAME
     root.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n")
+    write_atomically(path, document)
     return path
 
 

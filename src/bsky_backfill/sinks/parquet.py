@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,6 +38,9 @@ __all__ = [
     "ParquetSink",
     "records_table",
     "repos_table",
+    "table_kind",
+    "without_dids",
+    "write_parquet",
 ]
 
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
@@ -108,7 +111,8 @@ def repos_table(rows: Sequence[RepoRow]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=REPOS_SCHEMA)
 
 
-def _write(table: pa.Table, dest: Path, kind: str) -> None:
+def write_parquet(table: pa.Table, dest: Path | IO[bytes], kind: str) -> None:
+    """Write ``table`` (``kind`` records or repos) with the dataset's Parquet options."""
     pq.write_table(
         table,
         dest,
@@ -116,6 +120,23 @@ def _write(table: pa.Table, dest: Path, kind: str) -> None:
         row_group_size=ROW_GROUP_SIZE,
         use_dictionary=_DICTIONARY[kind],
     )
+
+
+def table_kind(path: str) -> str:
+    """``"repos"`` for a file under a ``repos`` folder, else ``"records"``."""
+    return "repos" if path.rsplit("/", 2)[-2:-1] == ["repos"] else "records"
+
+
+def without_dids(table: pa.Table, dids: frozenset[str]) -> pa.Table | None:
+    """``table`` less the rows of ``dids``; None when it has none of them."""
+    drop = pc.is_in(table["did"], value_set=pa.array(sorted(dids), pa.string()))
+    if not pc.any(drop).as_py():
+        return None
+    return table.filter(pc.invert(drop))
+
+
+def _write(table: pa.Table, dest: Path, kind: str) -> None:
+    write_parquet(table, dest, kind)
     fsync_file(dest)
 
 
@@ -133,13 +154,11 @@ class ParquetSink(FileSink):
         _write(repos_table(rows), dest, "repos")
 
     def _rewrite_without(self, src: Path, dest: Path, dids: frozenset[str]) -> int | None:
-        table = pq.ParquetFile(src).read()
-        drop = pc.is_in(table["did"], value_set=pa.array(sorted(dids), pa.string()))
-        if not pc.any(drop).as_py():
+        kept = without_dids(pq.ParquetFile(src).read(), dids)
+        if kept is None:
             return None
-        kept = table.filter(pc.invert(drop))
         if kept.num_rows:
-            _write(kept, dest, "repos" if src.parent.name == "repos" else "records")
+            _write(kept, dest, table_kind(src.as_posix()))
         return int(kept.num_rows)
 
     def _read_file_stats(self, path: Path, kind: str) -> tuple[int, Counter[str]]:

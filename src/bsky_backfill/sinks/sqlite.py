@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Final
 
 from bsky_backfill.core.models import RepoResult
-from bsky_backfill.sinks.base import Sink, SinkWriteFailed
+from bsky_backfill.sinks.base import LocalSink, SinkWriteFailed
 from bsky_backfill.sinks.durable import make_dirs
 from bsky_backfill.sinks.manifest import DatasetInventory, file_entry, remove_manifest
 from bsky_backfill.sinks.rows import RECORD_COLUMNS, REPO_COLUMNS, record_values, repo_values
@@ -86,7 +86,7 @@ _INSERT_REPO = (
 )
 
 
-class SqliteSink(Sink):
+class SqliteSink(LocalSink):
     """Writes the dataset into ``<path>/dataset.sqlite``; see the module docstring.
 
     Opens a connection per call (closed before it returns), so it holds no resource.

@@ -98,7 +98,7 @@ def test_each_error_names_its_key_line_and_fix(extra: str, key: str, offset: int
             "backfill.source.query",
             "one SELECT",
         ),
-        ("{type: s3, uri: 's3://bucket'}", "backfill.source.uri", "name an object"),
+        ("{type: s3, uri: 'https://bucket/x.csv'}", "backfill.source.uri", "s3://bucket/key"),
         ("{type: s3, uri: 's3://Bad_Bucket/x.csv'}", "backfill.source.uri", "invalid bucket"),
         ("{type: pds, hosts: []}", "backfill.source.hosts", "must not be empty"),
         (

@@ -162,9 +162,8 @@ def test_the_proposal_example_keeps_its_query_storage_and_settings(tmp_path: Pat
     assert config.source == SqliteSource(
         type="sqlite", path=Path("/path/to/sqlite.db"), query="SELECT did FROM dids"
     )
-    assert config.storage == DynamoDbStorage(
-        type="dynamodb", table_name="backfill_results", region="us-west-2"
-    )
+    assert isinstance(config.storage, DynamoDbStorage)
+    assert (config.storage.table_name, config.storage.region) == ("backfill_results", "us-west-2")
     assert config.time_range.end_date == datetime(2025, 2, 3, tzinfo=UTC)
     assert config.processing.max_concurrent_pds == 32
     assert migration.notes == ()

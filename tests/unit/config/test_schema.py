@@ -93,6 +93,10 @@ def test_every_optional_field_has_the_default_design_md_shows(tmp_path: Path) ->
             S3Source(type="s3", uri="s3://bucket/in/dids.jsonl", endpoint_url="http://minio:9000"),
         ),
         (
+            "{type: s3, uri: 's3://bucket/exports/', column: author, region: eu-west-1}",
+            S3Source(type="s3", uri="s3://bucket/exports", column="author", region="eu-west-1"),
+        ),
+        (
             "{type: pds, hosts: ['https://b.example/', 'https://a.example', 'https://b.example']}",
             PdsSource(type="pds", hosts=("https://a.example", "https://b.example")),
         ),
@@ -124,23 +128,43 @@ def test_each_source_kind_loads_normalised(source: str, expected: object) -> Non
         ("{type: jsonl}", JsonlStorage(type="jsonl", path=Path("/cfg/data/study"))),
         (
             "{type: s3, path: 's3://my-bucket/backfills/'}",
-            S3Storage(type="s3", path="s3://my-bucket/backfills", endpoint_url=None),
+            S3Storage(type="s3", path="s3://my-bucket/backfills", work_dir=Path("/cfg/data/study")),
         ),
         (
-            "{type: s3, path: 's3://my-bucket', endpoint_url: 'http://127.0.0.1:5000'}",
-            S3Storage(type="s3", path="s3://my-bucket", endpoint_url="http://127.0.0.1:5000"),
+            "{type: s3, path: 's3://my-bucket', endpoint_url: 'http://127.0.0.1:5000',"
+            " region: eu-west-1, work_dir: w}",
+            S3Storage(
+                type="s3",
+                path="s3://my-bucket",
+                endpoint_url="http://127.0.0.1:5000",
+                region="eu-west-1",
+                work_dir=Path("/cfg/w"),
+            ),
         ),
         (
             "{type: dynamodb}",
-            DynamoDbStorage(type="dynamodb", table_name="backfill_results", region="us-west-2"),
+            DynamoDbStorage(
+                type="dynamodb",
+                table_name="backfill_results",
+                user_metadata_table="backfill_user_metadata",
+                run_metadata_table="backfill_metadata",
+                region="us-west-2",
+                create_tables=False,
+                overflow_path=None,
+                work_dir=Path("/cfg/data/study"),
+            ),
         ),
         (
-            "{type: dynamodb, table_name: t.x-1, region: eu-west-1, endpoint_url: 'http://h:8000'}",
+            "{type: dynamodb, table_name: t.x-1, region: eu-west-1, endpoint_url: 'http://h:8000',"
+            " create_tables: true, overflow_path: 's3://big-items/records/'}",
             DynamoDbStorage(
                 type="dynamodb",
                 table_name="t.x-1",
                 region="eu-west-1",
                 endpoint_url="http://h:8000",
+                create_tables=True,
+                overflow_path="s3://big-items/records",
+                work_dir=Path("/cfg/data/study"),
             ),
         ),
     ],

@@ -7,15 +7,12 @@ import hashlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,31 +20,24 @@ import pytest
 
 from bsky_backfill import __version__
 from bsky_backfill.core.models import DidState, RepoResult
-from bsky_backfill.sinks import SINK_TYPES, AsyncSink, Manifest, Sink, SinkWriteFailed
+from bsky_backfill.sinks import SINK_TYPES, AsyncSink, Sink, SinkWriteFailed
 from bsky_backfill.sinks.manifest import canonical_json
-from tests.support import REPO_ROOT, require
-from tests.support.sinks import crash_plan, expected, plan, repo_result, run_job, visible
+from tests.support import require
+from tests.support.sinks import (
+    MANIFEST,
+    crash_plan,
+    expected,
+    first_batch,
+    kill_during,
+    plan,
+    repo_result,
+    run_job,
+    visible,
+)
 
 DONE = DidState.COMPLETE
 NOTHING: tuple[Counter[tuple], Counter[tuple]] = (Counter(), Counter())
-FIRST = plan(
-    [
-        (
-            "b1",
-            [
-                ("did:plc:a", 1, 7, DONE),
-                ("did:plc:b", 1, 5, DONE),
-                ("did:plc:gone", 1, 0, DidState.NOT_FOUND),
-            ],
-        )
-    ]
-)
-MANIFEST = Manifest(
-    job_id="job-1",
-    config={"backfill": {"name": "t", "storage": {"type": "x", "path": "p"}}},
-    started_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-    finished_at=datetime(2026, 1, 2, 4, 0, 0, tzinfo=UTC),
-)
+FIRST = first_batch()
 
 
 @pytest.fixture(params=sorted(SINK_TYPES))
@@ -183,24 +173,8 @@ def test_sigkill_anywhere_then_recovery_gives_exactly_a_clean_runs_rows(
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     path, log = tmp_path / "dataset", tmp_path / "committed.log"
-    kills = []
-    for phase in ("stage", "publish", "stage", "publish"):
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.sinks", fmt, str(path), str(log)],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdout is not None
-        target = rng.randrange(1, 3)
-        for line in child.stdout:
-            if line.startswith(phase) and (target := target - 1) == 0:
-                time.sleep(rng.uniform(0, 0.06))
-                child.send_signal(signal.SIGKILL)
-                kills.append(line.strip())
-                break
-        child.stdout.close()
-        child.wait(timeout=60)
+    command = [sys.executable, "-m", "tests.support.sinks", fmt, str(path), str(log)]
+    kills = kill_during(command, ("stage", "publish", "stage", "publish"), rng, pause=0.06)
     sink = SINK_TYPES[fmt](path)
     run_job(sink, log, crash_plan(), lambda _: None)
     assert seen(sink) == expected(crash_plan()), f"seed {seed}, killed during {kills}"
@@ -216,7 +190,7 @@ def test_manifest_lists_every_file_and_is_written_last(sink: Sink) -> None:
     sink.publish("b2")
     assert not (sink.path / "manifest.json").exists()
 
-    path = sink.finish(MANIFEST)
+    path = Path(sink.finish(MANIFEST))
     manifest = json.loads(path.read_text())
     records, repos = expected(batches)
     assert manifest["job_id"] == "job-1"
@@ -276,7 +250,7 @@ async def test_async_sink_does_the_work_in_another_thread(sink: Sink) -> None:
     await wrapped.publish("b1")
     await wrapped.stage("b2", [])
     await wrapped.discard("b2")
-    assert (await wrapped.finish(MANIFEST)).name == "manifest.json"
+    assert Path(await wrapped.finish(MANIFEST)).name == "manifest.json"
     assert threads
     assert threading.get_ident() not in threads
     assert seen(sink) == expected(FIRST)

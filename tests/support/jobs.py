@@ -1,0 +1,66 @@
+"""Running whole jobs in tests: the simulated network as its own process, the CLI as a
+child process that can be SIGKILLed, and the DIDs of that network."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bsky_backfill.fakenet.population import PopulationSpec, account_seed
+
+__all__ = ["CLI", "dids_of", "fakenet_process", "run_cli"]
+
+CLI = [sys.executable, "-c", "from bsky_backfill.cli import main; main()"]
+
+
+@pytest.fixture
+def fakenet_process() -> Iterator[dict[str, object]]:
+    """The simulated network as its own process (it outlives the job's restarts)."""
+    process = subprocess.Popen(
+        [*CLI, "fakenet", "--hosts", "3", "--accounts", "150", "--seed", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield json.loads(process.stdout.readline())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def run_cli(
+    config: Path, *, kill_after: float | None = None, env: dict[str, str] | None = None
+) -> int | None:
+    """Run ``bsky-backfill run`` (SIGKILL it after ``kill_after`` s); its exit code, or None
+    when it was killed."""
+    with (config.parent / "run.log").open("ab") as log:
+        process = subprocess.Popen(
+            [*CLI, "run", str(config)], cwd=config.parent, stdout=log, stderr=log, env=env
+        )
+        try:
+            process.wait(timeout=kill_after if kill_after is not None else 300)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return None
+    if process.returncode != 0:
+        print((config.parent / "run.log").read_text()[-3000:])
+    return process.returncode
+
+
+def dids_of(network: dict[str, object]) -> list[str]:
+    """The DIDs of the network ``fakenet_process`` serves (its accounts, in order)."""
+    world_spec = PopulationSpec(seed=5, accounts=150, hosts=3)
+    urls: list[str] = network["hosts"]  # type: ignore[assignment]
+    hosts = [url.removeprefix("http://").replace(":", "%3A") for url in urls]
+    return [account_seed(world_spec, i, hosts).did for i in range(world_spec.total_accounts)]
