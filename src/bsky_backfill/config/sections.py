@@ -201,7 +201,7 @@ TableName = Annotated[
 
 class DynamoDbStorage(FrozenModel):
     """DynamoDB tables (or a DynamoDB-compatible server at ``endpoint_url``): records in
-    ``table_name``, one item per DID in ``user_metadata_table``, one per run in
+    ``table_name``, one item per DID and job in ``user_metadata_table``, one per run in
     ``run_metadata_table``. Records over DynamoDB's 400 KB item limit go to
     ``overflow_path`` in S3 (same region and endpoint) when set, else are reported as
     omitted. ``work_dir`` (``./data/<name>``) holds the job's state and staged batches."""

@@ -88,9 +88,20 @@ def _source(source: dict[str, Any]) -> str:
 
 def _storage(storage: dict[str, Any]) -> str:
     if storage["type"] == "dynamodb":
-        where = f"table {storage['table_name']} in {storage['region']}"
-        return f"dynamodb {where}{_endpoint(storage)}"
-    return f"{storage['type']} {storage['path']}{_endpoint(storage)}"
+        tables = "/".join(
+            storage[k] for k in ("table_name", "user_metadata_table", "run_metadata_table")
+        )
+        where = f"tables {tables} in {storage['region']}{_endpoint(storage)}"
+        if storage["create_tables"]:
+            where += ", created if missing"
+        oversized = storage["overflow_path"] or "omitted (no overflow_path)"
+        return f"dynamodb {where}; records over 400 KB: {oversized}; {_state(storage)}"
+    text = f"{storage['type']} {storage['path']}{_endpoint(storage)}"
+    return f"{text}; {_state(storage)}" if "work_dir" in storage else text
+
+
+def _state(storage: dict[str, Any]) -> str:
+    return f"job state in {storage['work_dir']}"
 
 
 def _endpoint(settings: dict[str, Any]) -> str:

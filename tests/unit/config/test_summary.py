@@ -56,3 +56,12 @@ def test_missing_local_inputs_are_listed_not_refused(tmp_path: Path) -> None:
     assert missing_inputs(config) == [
         f"backfill.filters.subject_uris.path: {tmp_path / 'uris.parquet'}"
     ]
+
+
+def test_cloud_storage_shows_its_tables_oversize_policy_and_local_state(tmp_path: Path) -> None:
+    text = with_lines("storage: {type: dynamodb, create_tables: true, work_dir: state}")
+    summary = "\n".join(summarize(load_config(text, base_dir=tmp_path, environ={})))
+    assert "backfill_results/backfill_user_metadata/backfill_metadata in us-west-2" in summary
+    assert "created if missing" in summary
+    assert "records over 400 KB: omitted (no overflow_path)" in summary
+    assert f"job state in {tmp_path / 'state'}" in summary
