@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,7 +24,13 @@ from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.errors import BackfillError, ConfigError
 
+_T = TypeVar("_T")
+
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from datetime import datetime
+
+    from bsky_backfill.api.keys import KeyStore
     from bsky_backfill.fakenet.spec import NetworkSpec
 
 __all__ = [
@@ -33,9 +39,13 @@ __all__ = [
     "fakenet",
     "inspect",
     "jobs",
+    "keys_create",
+    "keys_list",
+    "keys_revoke",
     "main",
     "migrate_config",
     "run",
+    "serve",
     "status",
     "validate",
 ]
@@ -322,6 +332,118 @@ def migrate_config(
         _print_problems(exc)
         raise typer.Exit(2) from None
     sys.stdout.write(migration.text)
+
+
+_HOME = Annotated[
+    Path,
+    typer.Option(help="The server's folder: its database (configs, keys, audit log, jobs)."),
+]
+DEFAULT_HOME = Path("bsky-backfill-server")
+
+
+@app.command()
+def serve(
+    data_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="A folder API configs may read and write in (repeatable)."),
+    ] = None,
+    home: _HOME = DEFAULT_HOME,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    allow_private_addresses: Annotated[
+        bool,
+        typer.Option(help="Let configs reach loopback / private addresses (test networks only)."),
+    ] = False,
+    requests_per_second: Annotated[
+        float, typer.Option(min=0.1, help="Requests per second allowed per API key.")
+    ] = 10.0,
+) -> None:
+    """Serve the HTTP API (jobs, configs, status) with OpenAPI docs at /docs.
+
+    Configs sent to it may only name local paths inside the data roots (default:
+    HOME/data). Create a key first: bsky-backfill keys create --scope write
+    Example: bsky-backfill serve --data-root /srv/backfills --port 8000
+    """
+    import uvicorn
+
+    from bsky_backfill.api.app import ServerSettings, create_app
+
+    roots = tuple(path.resolve() for path in (data_root or [home / "data"]))
+    for root in roots:
+        root.mkdir(parents=True, exist_ok=True)
+    settings = ServerSettings(
+        home=home.resolve(),
+        data_roots=roots,
+        allow_private_addresses=allow_private_addresses,
+        requests_per_second=requests_per_second,
+    )
+    typer.echo(
+        f"serving on http://{host}:{port} (docs at /docs); data roots: "
+        + ", ".join(map(str, roots)),
+        err=True,
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+keys_app = typer.Typer(help="API keys for the server: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _with_keys(home: Path, use: Callable[[KeyStore], Awaitable[_T]]) -> _T:
+    """Run ``use`` on the key store in ``home`` (created if missing), then close it."""
+    from bsky_backfill.api.app import DATABASE
+    from bsky_backfill.api.keys import KeyStore
+
+    home.mkdir(parents=True, exist_ok=True)
+
+    async def opened() -> _T:
+        store = await KeyStore.open(home / DATABASE)
+        try:
+            return await use(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(opened())
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="read, write or admin.")] = "read",
+    name: Annotated[str, typer.Option(help="A note saying whose key it is.")] = "",
+    home: _HOME = DEFAULT_HOME,
+) -> None:
+    """Create a key; its token is printed once, alone on the last line (store it now)."""
+    from bsky_backfill.api.keys import Scope
+
+    if scope not in {s.value for s in Scope}:
+        _fail(f"--scope must be one of {', '.join(s.value for s in Scope)}, not {scope!r}", code=2)
+    key, token = _with_keys(home, lambda store: store.create(Scope(scope), name))
+    typer.echo(f"created key {key.id} with scope {scope}; the token (shown once):", err=True)
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(home: _HOME = DEFAULT_HOME) -> None:
+    """List keys: id, scope, name, created, last used, revoked (never the tokens)."""
+    table = Table("id", "scope", "name", "created", "last used", "revoked")
+    for key in _with_keys(home, lambda store: store.list()):
+        moments = (key.created_at, key.last_used_at, key.revoked_at)
+        table.add_row(key.id, str(key.scope), key.name, *(_when(m) for m in moments))
+    Console(emoji=False).print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from keys list).")],
+    home: _HOME = DEFAULT_HOME,
+) -> None:
+    """Revoke a key: requests with it are refused (401) from now on."""
+    _with_keys(home, lambda store: store.revoke(key_id))
+    typer.echo(f"revoked key {key_id}")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment is not None else "-"
 
 
 def _print_problems(exc: ConfigError) -> None:

@@ -18,20 +18,7 @@ from bsky_backfill.fakenet.injector import FaultInjector
 from bsky_backfill.fakenet.population import PopulationSpec
 from bsky_backfill.fakenet.server import FakeNetwork
 from bsky_backfill.fakenet.spec import HostSpec, NetworkSpec
-from tests.support.jobs import dids_of, run_cli
-
-CONFIG = """\
-backfill:
-  name: {name}
-  source: {{type: file, path: dids.txt}}
-  record_types: [app.bsky.feed.post, app.bsky.feed.like, app.bsky.graph.follow]
-  time_range: {{start_date: "2024-03-01", end_date: "2025-09-30"}}
-  identity: {{plc_url: "{plc}"}}
-  network: {{allow_private_addresses: true}}
-  processing: {{requests_per_second: {rate}, max_retries: 5, batch_size: {batch}}}
-  storage: {{type: parquet, path: ./out}}
-  monitoring: {{prometheus_port: 0}}
-"""
+from tests.support.jobs import dids_of, job_yaml, run_cli
 
 
 def write_job(
@@ -40,7 +27,7 @@ def write_job(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dids.txt").write_text("\n".join(dids) + "\n")
     path = folder / "job.yaml"
-    path.write_text(CONFIG.format(name="it", plc=plc, rate=rate, batch=batch))
+    path.write_text(job_yaml(plc, rate=rate, batch=batch))
     return path
 
 

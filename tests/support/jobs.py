@@ -14,9 +14,29 @@ import pytest
 
 from bsky_backfill.fakenet.population import PopulationSpec, account_seed
 
-__all__ = ["CLI", "dids_of", "fakenet_process", "run_cli"]
+__all__ = ["CLI", "dids_of", "fakenet_process", "job_yaml", "run_cli"]
 
 CLI = [sys.executable, "-c", "from bsky_backfill.cli import main; main()"]
+
+_JOB = """\
+backfill:
+  name: {name}
+  source: {{type: file, path: dids.txt}}
+  record_types: [app.bsky.feed.post, app.bsky.feed.like, app.bsky.graph.follow]
+  time_range: {{start_date: "2024-03-01", end_date: "2025-09-30"}}
+  identity: {{plc_url: "{plc}"}}
+  network: {{allow_private_addresses: true}}
+  processing: {{requests_per_second: {rate}, max_retries: 5, batch_size: {batch}}}
+  storage: {{type: parquet, path: {out}}}
+  monitoring: {{prometheus_port: 0}}
+"""
+
+
+def job_yaml(
+    plc: object, *, name: str = "it", rate: float = 50, batch: int = 20, out: str = "./out"
+) -> str:
+    """A job over the simulated network: DIDs from ``dids.txt``, Parquet into ``out``."""
+    return _JOB.format(name=name, plc=plc, rate=rate, batch=batch, out=out)
 
 
 @pytest.fixture

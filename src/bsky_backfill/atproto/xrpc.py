@@ -515,8 +515,14 @@ class XrpcClient:
         """One GET, open for the block to read; aiohttp errors raised in the block (reading
         the body included) leave translated."""
         with _translated(context):
+            # Redirects are not followed: XRPC has none, and a redirect could point a
+            # request at a host the endpoint checks never saw.
             async with self._session.get(
-                url, headers=self._headers, timeout=self._timeout, raise_for_status=False
+                url,
+                headers=self._headers,
+                timeout=self._timeout,
+                raise_for_status=False,
+                allow_redirects=False,
             ) as response:
                 yield response, RateLimitInfo.from_headers(response.headers, now=self._clock())
 

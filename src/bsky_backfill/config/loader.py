@@ -18,7 +18,7 @@ from bsky_backfill.config.schema import BackfillConfig, ConfigDocument
 from bsky_backfill.config.yamldoc import read_yaml
 from bsky_backfill.errors import ConfigError, ConfigProblems
 
-__all__ = ["MAX_CONFIG_BYTES", "load_config", "read_config_text"]
+__all__ = ["MAX_CONFIG_BYTES", "load_config", "load_config_text", "read_config_text"]
 
 MAX_CONFIG_BYTES = 1024**2
 """A config is a page of YAML; anything much larger is a mistake (or an attack on the API)."""
@@ -43,6 +43,20 @@ def load_config(
     apart from reading the file: no paths inside the config are checked for existence.
     """
     text, name, folder = read_config_text(source)
+    return _load(text, name, Path(base_dir) if base_dir is not None else folder, environ)
+
+
+def load_config_text(
+    text: str, *, base_dir: str | os.PathLike[str], environ: Mapping[str, str]
+) -> BackfillConfig:
+    """``load_config`` for YAML text that is never taken for a file name, whatever it
+    holds: what a server must use for configs it receives."""
+    return _load(text, None, Path(base_dir), environ)
+
+
+def _load(
+    text: str, name: str | None, base_dir: Path, environ: Mapping[str, str] | None
+) -> BackfillConfig:
     try:
         document = read_yaml(text, environ=os.environ if environ is None else environ)
     except ConfigError as exc:
@@ -54,7 +68,7 @@ def load_config(
             source=name,
         )
     problems = list(document.problems)
-    context = {"base_dir": Path(base_dir) if base_dir is not None else folder}
+    context = {"base_dir": base_dir}
     try:
         config = ConfigDocument.model_validate(document.data, context=context).backfill
     except ValidationError as exc:

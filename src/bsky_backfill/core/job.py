@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
+
 from bsky_backfill.atproto.identity import IdentityOptions, IdentityResolver
 from bsky_backfill.atproto.xrpc import XrpcClient, XrpcOptions
 from bsky_backfill.cloud.aws import AwsTarget
@@ -24,6 +26,7 @@ from bsky_backfill.config.schema import BackfillConfig
 from bsky_backfill.core.limits import LimiterOptions
 from bsky_backfill.core.manager import JobOptions, JobRunner, Progress
 from bsky_backfill.core.models import DidState
+from bsky_backfill.core.netguard import PublicOnlyResolver
 from bsky_backfill.core.outputs import open_sink, preflight, work_dir
 from bsky_backfill.core.select import Selection
 from bsky_backfill.core.worker import WorkerOptions
@@ -119,8 +122,19 @@ def _options(config: BackfillConfig, spool: Path) -> JobOptions:
 
 @contextlib.asynccontextmanager
 async def _client(config: BackfillConfig) -> AsyncIterator[XrpcClient]:
-    async with XrpcClient.open(XrpcOptions(max_body_bytes=config.network.max_repo_bytes)) as c:
-        yield c
+    """The job's HTTP client; unless private addresses are allowed, every host name is
+    resolved through ``PublicOnlyResolver`` (a DID document may name any host)."""
+    options = XrpcOptions(max_body_bytes=config.network.max_repo_bytes)
+    if config.network.allow_private_addresses:
+        async with XrpcClient.open(options) as client:
+            yield client
+        return
+    connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver())
+    try:
+        async with XrpcClient.open(options, connector=connector) as client:
+            yield client
+    finally:
+        await connector.close()
 
 
 async def run_job(

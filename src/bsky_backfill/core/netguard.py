@@ -5,18 +5,23 @@ Unless ``network.allow_private_addresses`` is set (test networks on loopback), a
 endpoint must be http(s) on a public host: no loopback, private, link-local (cloud
 metadata at 169.254.169.254), multicast, reserved or unspecified address, in any IPv4 or
 IPv6 spelling, and no ``localhost``. Host names are checked by name here; checking what
-a name resolves to (and every redirect) belongs in the HTTP client's resolver.
+a name resolves to is :class:`PublicOnlyResolver`'s job, in the HTTP client's connector.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from typing import Final
 from urllib.parse import urlsplit
 
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
 from bsky_backfill.errors import PermanentError
 
-__all__ = ["RefusedAddress", "check_endpoint", "is_public_ip"]
+__all__ = ["PublicOnlyResolver", "RefusedAddress", "check_endpoint", "is_public_ip"]
 
 _LOCAL_NAMES: Final = ("localhost", "localhost.", "ip6-localhost", "ip6-loopback")
 
@@ -53,3 +58,33 @@ def check_endpoint(url: str, *, allow_private: bool, did: str | None = None) -> 
             did=did,
             url=url,
         )
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """A resolver that refuses host names resolving to any non-public address.
+
+    Checking a PDS endpoint by name cannot see what the name resolves to; this does, at
+    every connection, redirects included. (IP literals are not resolved: aiohttp
+    connects to them directly, so ``check_endpoint`` judges those, and the client does
+    not follow redirects.)
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        refused = [r["host"] for r in results if not is_public_ip(ipaddress.ip_address(r["host"]))]
+        if refused:
+            # aiohttp reports ``strerror``: the reason reaches the DID's error.
+            raise OSError(
+                errno.EACCES,
+                f"{host} resolves to a private, loopback or link-local address; refused"
+                " (network.allow_private_addresses is for test networks only)",
+            )
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()

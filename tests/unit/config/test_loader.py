@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bsky_backfill.config import load_config
-from bsky_backfill.config.loader import MAX_CONFIG_BYTES
+from bsky_backfill.config.loader import MAX_CONFIG_BYTES, load_config_text
 from bsky_backfill.errors import ConfigError, ConfigProblems
 from tests.unit.config.helpers import FIRST_EXTRA_LINE, MINIMAL, only_problem, problems, with_lines
 
@@ -402,3 +402,11 @@ def test_unreadable_files_are_config_errors(tmp_path: Path, content: bytes, mess
 def test_a_folder_is_not_a_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path, environ={})
+
+
+def test_text_naming_an_existing_file_is_still_text_for_load_config_text(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("backfill: {name: leaked}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(str(secret), base_dir=tmp_path, environ={})
+    assert "leaked" not in str(caught.value)

@@ -1,0 +1,3 @@
+"""The HTTP API service: ``bsky-backfill serve``."""
+
+__all__: list[str] = []
