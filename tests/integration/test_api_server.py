@@ -5,6 +5,7 @@ keys and scopes, per-key rate limits, the audit log, and unsafe configs refused.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 
 from bsky_backfill.api.app import DATABASE
 from bsky_backfill.api.keys import KeyStore
-from tests.support.jobs import dids_of, job_yaml, run_cli
+from tests.support.jobs import CLI, dids_of, job_yaml, run_cli
 from tests.support.server import Server, create_key, running_server
 from tests.support.sinks import visible
 
@@ -130,6 +131,26 @@ def test_keys_and_scopes_guard_every_route_and_mutations_are_audited(
     entries = asyncio.run(audit())
     assert ("POST", "/api/backfill/start", 403) in [e[1:] for e in entries]
     assert all(e[1] in ("POST", "DELETE") for e in entries)
+
+
+def test_a_key_revoked_with_the_cli_is_refused_at_once(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        token = create_key(server.home, "read")
+        client = server.client(token)
+        assert client.get("/api/backfill/jobs").status_code == 200
+        key_id = token.split("_")[1]
+        listed = subprocess.run(
+            [*CLI, "keys", "list", "--home", str(server.home)], capture_output=True, text=True
+        )
+        assert key_id in listed.stdout
+        assert token.split("_", 2)[2] not in listed.stdout  # the secret is never shown
+        revoked = subprocess.run(
+            [*CLI, "keys", "revoke", key_id, "--home", str(server.home)],
+            capture_output=True,
+            text=True,
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        assert client.get("/api/backfill/jobs").status_code == 401
 
 
 def test_a_key_over_its_request_rate_gets_429_with_retry_after(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The dashboard at ``/`` in a real browser: Debian's Chromium, driven by Playwright,
 against a live server running jobs on the simulated network. A running job's progress
 moves and it ends complete; a read key's cancel is refused with the server's reason, a
-write key's cancel stops the job; a wrong key shows the 401 message. Screenshots are kept
-in ``test-artifacts/`` (git-ignored) for a person to look at."""
+write key's cancel stops the job; a wrong key, a key over its rate and a server gone away
+each get a clear message. Screenshots are kept in ``test-artifacts/`` (git-ignored) for a
+person to look at."""
 
 from __future__ import annotations
 
@@ -81,6 +82,11 @@ def start_job(server: Server, plc: object, name: str) -> None:
     assert started.status_code == 202, started.text
 
 
+def server_log(server: Server) -> str:
+    """The end of the server's log (``running_server`` writes it beside home)."""
+    return (server.home.parent / "server.log").read_text()[-3000:]
+
+
 def open_dashboard(browser: Browser, url: str, token: str) -> tuple[Page, list[str]]:
     """The page at ``url`` with ``token`` entered, and the list its script errors go to."""
     page = browser.new_page(viewport={"width": 1200, "height": 720})
@@ -95,7 +101,7 @@ def open_dashboard(browser: Browser, url: str, token: str) -> tuple[Page, list[s
 def keep(page: Page, folder: Path, name: str) -> None:
     """A full-page screenshot in ``folder``, copied to ``test-artifacts/``."""
     shot = folder / name
-    page.screenshot(path=str(shot), full_page=True)
+    page.screenshot(path=str(shot), full_page=True, animations="disabled")  # bars at rest
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(shot, ARTIFACTS / name)
 
@@ -106,8 +112,9 @@ def test_a_running_job_moves_on_the_dashboard_and_ends_complete(
     from playwright.sync_api import expect
 
     total = str(len(dids_of(fakenet_process)))
-    start_job(server, fakenet_process["plc"], "dash")
     page, errors = open_dashboard(browser, server.url, create_key(server.home, "read"))
+    expect(page.locator("#jobs")).to_contain_text("No jobs yet", timeout=10_000)
+    start_job(server, fakenet_process["plc"], "dash")  # the page watches it from the start
     job = page.locator('[data-job-id="dash"]')
     state, done = job.locator('[data-field="state"]'), job.locator('[data-field="done"]')
     expect(state).to_have_text("running", timeout=30_000)
@@ -150,14 +157,18 @@ def test_a_write_key_cancels_a_running_job_from_the_dashboard(
 ) -> None:
     from playwright.sync_api import expect
 
-    start_job(server, fakenet_process["plc"], "stop")
     page, errors = open_dashboard(browser, server.url, create_key(server.home, "write"))
+    expect(page.locator("#jobs")).to_contain_text("No jobs yet", timeout=10_000)
+    start_job(server, fakenet_process["plc"], "stop")
     job = page.locator('[data-job-id="stop"]')
     expect(job.locator('[data-field="state"]')).to_have_text("running", timeout=30_000)
     cancel = job.locator('[data-action="cancel"]')
     cancel.click()
     cancel.click()
-    expect(job.locator('[data-field="state"]')).to_have_text("cancelled", timeout=30_000)
+    try:
+        expect(job.locator('[data-field="state"]')).to_have_text("cancelled", timeout=30_000)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\nserver log:\n{server_log(server)}") from None
     expect(job.locator('[data-field="message"]')).to_have_text("Cancelled.")
     expect(cancel).to_be_hidden()
     status = server.clients[0].get("/api/backfill/status/stop").json()
@@ -166,7 +177,9 @@ def test_a_write_key_cancels_a_running_job_from_the_dashboard(
     assert errors == []
 
 
-def test_a_wrong_key_shows_the_401_message(tmp_path: Path, browser: Browser) -> None:
+def test_a_wrong_key_then_a_lost_server_show_clear_messages(
+    tmp_path: Path, browser: Browser
+) -> None:
     from playwright.sync_api import expect
 
     with running_server(tmp_path) as server:
@@ -182,4 +195,22 @@ def test_a_wrong_key_shows_the_401_message(tmp_path: Path, browser: Browser) -> 
         page.click("#key-form button[type=submit]")
         expect(notice).to_be_hidden(timeout=10_000)
         expect(page.locator("#jobs")).to_contain_text("No jobs yet")
+    expect(notice).to_have_attribute("data-notice", "offline", timeout=10_000)
+    expect(notice).to_contain_text("Cannot reach the server")
+    assert errors == []
+
+
+def test_a_key_over_its_request_rate_sees_the_429_message(tmp_path: Path, browser: Browser) -> None:
+    from playwright.sync_api import expect
+
+    with running_server(tmp_path, "--requests-per-second", "0.5") as server:
+        token = create_key(server.home, "read")
+        client = server.client(token)
+        spent = [client.get("/api/backfill/jobs").status_code for _ in range(40)]
+        assert 429 in spent
+        page, errors = open_dashboard(browser, server.url, token)
+        notice = page.locator("#notice")
+        expect(notice).to_have_attribute("data-notice", "rate-limited", timeout=10_000)
+        expect(notice).to_contain_text("429")
+        expect(notice).to_contain_text("Retrying in")
         assert errors == []
