@@ -39,8 +39,8 @@ def create_key(home: Path, scope: str) -> str:
         [*CLI, "keys", "create", "--scope", scope, "--home", str(home)],
         capture_output=True,
         text=True,
-        check=True,
     )
+    assert done.returncode == 0, f"keys create failed: {done.stderr}"
     return done.stdout.strip().splitlines()[-1]
 
 
