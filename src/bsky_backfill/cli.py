@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bsky_backfill import __version__
+from bsky_backfill.api.limits import ApiLimits
 from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.errors import BackfillError, ConfigError
@@ -357,6 +358,16 @@ def serve(
     requests_per_second: Annotated[
         float, typer.Option(min=0.1, help="Requests per second allowed per API key.")
     ] = 10.0,
+    max_host_rate: Annotated[
+        float,
+        typer.Option(min=0.1, help="Most a config may set processing.requests_per_second to."),
+    ] = ApiLimits.requests_per_second,
+    max_hosts: Annotated[
+        int, typer.Option(min=1, help="Most a config may set processing.max_concurrent_pds to.")
+    ] = ApiLimits.max_concurrent_pds,
+    max_repo_bytes: Annotated[
+        int, typer.Option(min=1, help="Most a config may set network.max_repo_bytes to.")
+    ] = ApiLimits.max_repo_bytes,
 ) -> None:
     """Serve the HTTP API (jobs, configs, status) with OpenAPI docs at /docs.
 
@@ -376,6 +387,7 @@ def serve(
         data_roots=roots,
         allow_private_addresses=allow_private_addresses,
         requests_per_second=requests_per_second,
+        limits=ApiLimits(max_host_rate, max_hosts, max_repo_bytes),
     )
     typer.echo(
         f"serving on http://{host}:{port} (docs at /docs); data roots: "

@@ -20,7 +20,8 @@ from tests.support.server import Server, create_key, running_server
 from tests.support.sinks import visible
 
 
-def api_job(plc: object, *, name: str = "api", rate: float = 50, out: str = "out") -> str:
+def api_job(plc: object, *, name: str = "api", rate: float = 20, out: str = "out") -> str:
+    """At the server's default pace limit (20 requests per second per host)."""
     return job_yaml(plc, name=name, rate=rate, batch=5, out=out)
 
 
@@ -101,7 +102,7 @@ def test_cancel_stops_a_running_job_which_resumes_when_started_again(
     done_before = sum(n for s, n in cancelled.json()["counts"].items() if s != "pending")
     assert writer.get("/api/backfill/status/slow").json()["state"] == "cancelled"
 
-    fast = {"config_yaml": api_job(fakenet_process["plc"], name="slow", rate=50)}
+    fast = {"config_yaml": api_job(fakenet_process["plc"], name="slow")}
     assert writer.post("/api/backfill/start", json=fast).status_code == 202
     status = wait_for(writer, "slow", {"completed", "failed"})
     assert status["state"] == "completed", status
@@ -172,6 +173,10 @@ def test_a_key_over_its_request_rate_gets_429_with_retry_after(tmp_path: Path) -
         ),
         (("path: out}", "path: /tmp/elsewhere}"), ["body", "backfill", "storage", "path"]),
         (("allow_private_addresses: true", "allow_private_addresses: false"), None),
+        (
+            ("requests_per_second: 20", "requests_per_second: 500"),
+            ["body", "backfill", "processing", "requests_per_second"],
+        ),
     ],
 )
 def test_unsafe_configs_are_refused_with_422_naming_the_field(

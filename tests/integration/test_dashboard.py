@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.support import REPO_ROOT, require
-from tests.support.jobs import dids_of
+from tests.support.jobs import dids_of, job_yaml
 from tests.support.server import Server, create_key, running_server
 
 if TYPE_CHECKING:
@@ -33,22 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-# One host at a time: the fakenet's rate-limit headers raise the pace to ~10 repos/s per
-# host whatever requests_per_second says, so this is what keeps a job running ~15 s,
-# long enough to watch it move.
-CONFIG = """\
-backfill:
-  name: {name}
-  source: {{type: file, path: dids.txt}}
-  record_types: [app.bsky.feed.post, app.bsky.feed.like, app.bsky.graph.follow]
-  time_range: {{start_date: "2024-03-01", end_date: "2025-09-30"}}
-  identity: {{plc_url: "{plc}"}}
-  network: {{allow_private_addresses: true}}
-  processing: {{requests_per_second: 8, max_concurrent_pds: 1, batch_size: 5}}
-  storage: {{type: parquet, path: {name}-out}}
-  monitoring: {{prometheus_port: 0}}
-"""
 
 
 @pytest.fixture
@@ -74,11 +58,16 @@ def server(tmp_path: Path, fakenet_process: dict[str, object]) -> Iterator[Serve
         yield running
 
 
+def dashboard_job(plc: object, name: str) -> str:
+    """One host at a time: the fakenet's rate-limit headers raise the pace to ~10 repos/s
+    per host whatever requests_per_second says, so this keeps a job running ~15 s, long
+    enough to watch it move."""
+    return job_yaml(plc, name=name, rate=8, batch=5, out=f"{name}-out", max_hosts=1)
+
+
 def start_job(server: Server, plc: object, name: str) -> None:
     writer = server.client(create_key(server.home, "write"))
-    started = writer.post(
-        "/api/backfill/start", json={"config_yaml": CONFIG.format(name=name, plc=plc)}
-    )
+    started = writer.post("/api/backfill/start", json={"config_yaml": dashboard_job(plc, name)})
     assert started.status_code == 202, started.text
 
 

@@ -26,17 +26,25 @@ backfill:
   time_range: {{start_date: "2024-03-01", end_date: "2025-09-30"}}
   identity: {{plc_url: "{plc}"}}
   network: {{allow_private_addresses: true}}
-  processing: {{requests_per_second: {rate}, max_retries: 5, batch_size: {batch}}}
+  processing: {{requests_per_second: {rate}, max_retries: 5, batch_size: {batch}{hosts}}}
   storage: {{type: parquet, path: {out}}}
   monitoring: {{prometheus_port: 0}}
 """
 
 
 def job_yaml(
-    plc: object, *, name: str = "it", rate: float = 50, batch: int = 20, out: str = "./out"
+    plc: object,
+    *,
+    name: str = "it",
+    rate: float = 50,
+    batch: int = 20,
+    out: str = "./out",
+    max_hosts: int | None = None,
 ) -> str:
-    """A job over the simulated network: DIDs from ``dids.txt``, Parquet into ``out``."""
-    return _JOB.format(name=name, plc=plc, rate=rate, batch=batch, out=out)
+    """A job over the simulated network: DIDs from ``dids.txt``, Parquet into ``out``;
+    ``max_hosts``: hosts fetched at once (the config's default when None)."""
+    hosts = "" if max_hosts is None else f", max_concurrent_pds: {max_hosts}"
+    return _JOB.format(name=name, plc=plc, rate=rate, batch=batch, out=out, hosts=hosts)
 
 
 @pytest.fixture

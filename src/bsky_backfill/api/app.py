@@ -31,6 +31,7 @@ from starlette.routing import Match
 from bsky_backfill.api.dashboard import DASHBOARD_HTML
 from bsky_backfill.api.jobs import JobAlreadyRunning, JobManager, JobStatus, RunJob
 from bsky_backfill.api.keys import ApiKey, KeyStore, Scope
+from bsky_backfill.api.limits import ApiLimits
 from bsky_backfill.api.metrics import render_metrics
 from bsky_backfill.api.ratelimit import KeyRateLimiter
 from bsky_backfill.api.registry import Registry
@@ -68,19 +69,21 @@ _NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 class ServerSettings:
     """How the server runs: ``home`` holds its database; configs may only name local
     paths inside ``data_roots``; private addresses only with ``allow_private_addresses``
-    (test networks); each key may make ``requests_per_second`` (bursts of ``burst``)."""
+    (test networks); each key may make ``requests_per_second`` (bursts of ``burst``);
+    configs may ask for at most ``limits`` (pace, hosts at once, repo size)."""
 
     home: Path
     data_roots: tuple[Path, ...]
     allow_private_addresses: bool = False
     requests_per_second: float = 10.0
     burst: int = 30
+    limits: ApiLimits = field(default_factory=ApiLimits)
     policy: ApiPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.data_roots:
             raise ConfigError("the server needs at least one data root (--data-root DIR)")
-        policy = ApiPolicy(self.data_roots, self.allow_private_addresses)
+        policy = ApiPolicy(self.data_roots, self.allow_private_addresses, self.limits)
         object.__setattr__(self, "policy", policy)
 
 

@@ -79,6 +79,9 @@ class JobManager:
         self._registry = registry
         self._run = run
         self._live: dict[str, _Live] = {}
+        # Opened once per job, not per status poll: opening creates the schema if missing,
+        # a write transaction that would contend with the job's own writes.
+        self._stores: dict[Path, SqlJobStore] = {}
 
     async def start(
         self,
@@ -111,16 +114,23 @@ class JobManager:
         try:
             await self._run(config, text, on_progress=follow)
         except asyncio.CancelledError:
-            await self._mark(live.started.state_path, live.started.job_id, JobState.CANCELLED)
+            with contextlib.suppress(StoreError, OSError):
+                store = await self._store(live.started.state_path)
+                await store.set_job_state(
+                    live.started.job_id, JobState.CANCELLED, "cancelled through the API"
+                )
             raise
         except Exception as exc:  # the job's store has it too, when the job got that far
             live.error = f"{type(exc).__name__}: {exc}"
 
-    @staticmethod
-    async def _mark(path: Path, job_id: str, state: JobState) -> None:
-        with contextlib.suppress(StoreError, OSError):
-            async with await SqlJobStore.open(path) as store:
-                await store.set_job_state(job_id, state, "cancelled through the API")
+    async def _store(self, path: Path) -> SqlJobStore:
+        store = self._stores.get(path)
+        if store is None:
+            opened = await SqlJobStore.open(path)
+            store = self._stores.setdefault(path, opened)  # another poll may have won
+            if store is not opened:
+                await opened.aclose()
+        return store
 
     async def cancel(self, job_id: str) -> JobStatus:
         """Stop a running job (it stays resumable); a job not running is left as it is.
@@ -145,12 +155,12 @@ class JobManager:
         error = live.error if live is not None else None
         if not started.state_path.is_file():
             return _not_begun(started, running, error)
-        async with await SqlJobStore.open(started.state_path) as store:
-            job = await store.get_job(job_id)
-            if job is None:
-                return _not_begun(started, running, error)
-            counts = {state.value: n for state, n in (await store.counts(job_id)).items() if n}
-            records = await store.records_total(job_id)
+        store = await self._store(started.state_path)
+        job = await store.get_job(job_id)
+        if job is None:
+            return _not_begun(started, running, error)
+        counts = {state.value: n for state, n in (await store.counts(job_id)).items() if n}
+        records = await store.records_total(job_id)
         progress = live.progress if live is not None else None
         state, error = job.state, job.error
         if running and state is not JobState.CANCELLED:
@@ -189,9 +199,12 @@ class JobManager:
                 await asyncio.shield(live.task)
 
     async def aclose(self) -> None:
-        """Cancel every running job (each stays resumable) and wait for them."""
+        """Cancel every running job (each stays resumable), wait for them, close stores."""
         for job_id in list(self._live):
             await self.cancel(job_id)
+        stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            await store.aclose()
 
     async def _started(self, job_id: str) -> StartedJob:
         live = self._live.get(job_id)

@@ -11,7 +11,10 @@ to read and write local files and to send requests to URLs on the server's behal
   an S3 / DynamoDB ``endpoint_url``, ``monitoring.alert_webhook_url``) whose host is a
   local name, or an IP literal or name resolving to an address that is not public
   (loopback, private, link-local such as cloud metadata at 169.254.169.254, multicast,
-  reserved, unspecified; IPv4 inside IPv6 judged as IPv4), or a name that does not resolve.
+  reserved, unspecified; IPv4 inside IPv6 judged as IPv4), or a name that does not resolve;
+- a pace, concurrency or repo size above the server's :class:`ApiLimits`: a caller must
+  not be able to make the server hammer PDS hosts (getting its address banned) or hold
+  more memory and connections than its operator allows.
 
 This is a check at submission time. Names are resolved now and may resolve differently
 when the job runs (DNS rebinding); the engine re-checks the PDS endpoints it learns from
@@ -26,13 +29,14 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Final
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from bsky_backfill.api.limits import ApiLimits
 from bsky_backfill.config.schema import (
     BackfillConfig,
     DynamoDbStorage,
@@ -46,6 +50,7 @@ from bsky_backfill.errors import ConfigError, ConfigProblems
 
 __all__ = [
     "MAX_CONFIG_BYTES",
+    "ApiLimits",
     "ApiPolicy",
     "check_api_config",
     "check_config_size",
@@ -86,12 +91,14 @@ class ApiPolicy:
     ``data_roots``: every local path in a config must lie inside one (symlinks followed,
     for the roots too). ``allow_private_addresses``: the server-side switch for test
     networks on loopback; without it a config cannot ask for private addresses.
-    ``resolve``: host name -> IP address strings, raising ``OSError`` or returning an
-    empty list for a name that does not resolve (tests pass a fake).
+    ``limits``: the most a config may ask for. ``resolve``: host name -> IP address
+    strings, raising ``OSError`` or returning an empty list for a name that does not
+    resolve (tests pass a fake).
     """
 
     data_roots: tuple[Path, ...]
     allow_private_addresses: bool = False
+    limits: ApiLimits = field(default_factory=ApiLimits)
     resolve: Callable[[str], list[str]] = resolve_host
 
     def __post_init__(self) -> None:
@@ -117,7 +124,7 @@ def check_api_config(config: BackfillConfig, policy: ApiPolicy) -> None:
     ``key``, the dotted field path such as ``backfill.source.path``. Touches the file
     system (``realpath``) and resolves host names with ``policy.resolve``: it blocks.
     """
-    problems = [*_path_problems(config, policy)]
+    problems = [*_path_problems(config, policy), *_limit_problems(config, policy.limits)]
     if not policy.allow_private_addresses:
         problems += _network_problems(config, policy)
     if problems:
@@ -166,6 +173,45 @@ def _inside(path: PurePath, roots: tuple[Path, ...]) -> bool:
     """
     real = Path(os.path.realpath(path))
     return any(real.is_relative_to(root) for root in roots)
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+def _limit_problems(config: BackfillConfig, limits: ApiLimits) -> list[ConfigError]:
+    asked: list[tuple[_KeyPath, float, float, str]] = [
+        (
+            ("processing", "requests_per_second"),
+            config.processing.requests_per_second,
+            limits.requests_per_second,
+            "requests per second per host",
+        ),
+        (
+            ("processing", "max_concurrent_pds"),
+            config.processing.max_concurrent_pds,
+            limits.max_concurrent_pds,
+            "hosts at once",
+        ),
+        (
+            ("network", "max_repo_bytes"),
+            config.network.max_repo_bytes,
+            limits.max_repo_bytes,
+            "bytes per repo",
+        ),
+    ]
+    return [
+        ConfigError(
+            f"is {_number(value)}, over this server's limit of {_number(limit)} {what}; "
+            f"ask for at most {_number(limit)} (the server's operator sets the limit)",
+            key=_key(at),
+        )
+        for at, value, limit, what in asked
+        if value > limit
+    ]
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 # --- network -----------------------------------------------------------------------------

@@ -51,7 +51,6 @@ One process writes a dataset at a time.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import re
@@ -62,6 +61,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import ClassVar
 
+from bsky_backfill.aio import thread_to_the_end
 from bsky_backfill.core.models import RepoResult
 from bsky_backfill.errors import SinkWriteFailed
 from bsky_backfill.sinks.manifest import (
@@ -233,9 +233,10 @@ class LocalSink(Sink):
 class AsyncSink:
     """A ``Sink`` to await: each call runs in a worker thread (``asyncio.to_thread``).
 
-    Cancelling an await does not stop its thread: the call completes or fails on its own,
-    and the sink's lock orders it before any later call. Every protocol step may be
-    repeated, so the caller retries or recovers as after a crash.
+    A thread cannot be stopped: a cancelled caller waits for its call to end before the
+    cancellation goes on, so nothing of a cancelled job is still writing when it is
+    resumed. Every protocol step may be repeated, so the caller retries or recovers as
+    after a crash.
     """
 
     def __init__(self, sink: Sink) -> None:
@@ -248,20 +249,20 @@ class AsyncSink:
         supersedes: Mapping[str, str] | None = None,
     ) -> None:
         """``Sink.stage`` in a thread."""
-        await asyncio.to_thread(self.sink.stage, batch_id, results, supersedes)
+        await thread_to_the_end(self.sink.stage, batch_id, results, supersedes)
 
     async def publish(self, batch_id: str) -> None:
         """``Sink.publish`` in a thread."""
-        await asyncio.to_thread(self.sink.publish, batch_id)
+        await thread_to_the_end(self.sink.publish, batch_id)
 
     async def discard(self, batch_id: str) -> None:
         """``Sink.discard`` in a thread."""
-        await asyncio.to_thread(self.sink.discard, batch_id)
+        await thread_to_the_end(self.sink.discard, batch_id)
 
     async def staged_batches(self) -> set[str]:
         """``Sink.staged_batches`` in a thread."""
-        return await asyncio.to_thread(self.sink.staged_batches)
+        return await thread_to_the_end(self.sink.staged_batches)
 
     async def finish(self, manifest: Manifest) -> str:
         """``Sink.finish`` in a thread."""
-        return await asyncio.to_thread(self.sink.finish, manifest)
+        return await thread_to_the_end(self.sink.finish, manifest)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bsky_backfill.api.limits import ApiLimits
 from bsky_backfill.api.safety import (
     MAX_CONFIG_BYTES,
     ApiPolicy,
@@ -236,6 +237,48 @@ def test_s3_paths_are_not_local_paths(root: Path, policy: ApiPolicy) -> None:
 def test_a_policy_needs_a_data_root() -> None:
     with pytest.raises(ValueError, match="data root"):
         ApiPolicy(())
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+def test_pace_hosts_and_repo_size_over_the_servers_limits_are_refused_each_at_its_key(
+    root: Path,
+) -> None:
+    policy = ApiPolicy((root,), limits=ApiLimits(5.0, 8, 1024), resolve=fake_resolve)
+    config = load(
+        root,
+        processing="{requests_per_second: 5.5, max_concurrent_pds: 9}",
+        network="{max_repo_bytes: 2048}",
+    )
+    problems = refused(config, policy)
+    assert problems == {
+        "backfill.processing.requests_per_second": "is 5.5, over this server's limit of 5 "
+        "requests per second per host; ask for at most 5 (the server's operator sets the limit)",
+        "backfill.processing.max_concurrent_pds": "is 9, over this server's limit of 8 hosts "
+        "at once; ask for at most 8 (the server's operator sets the limit)",
+        "backfill.network.max_repo_bytes": "is 2,048, over this server's limit of 1,024 bytes "
+        "per repo; ask for at most 1,024 (the server's operator sets the limit)",
+    }
+
+
+def test_values_at_the_limits_are_accepted(root: Path) -> None:
+    policy = ApiPolicy((root,), limits=ApiLimits(5.0, 8, 1024), resolve=fake_resolve)
+    config = load(
+        root,
+        processing="{requests_per_second: 5, max_concurrent_pds: 8}",
+        network="{max_repo_bytes: 1024}",
+    )
+    check_api_config(config, policy)
+
+
+def test_the_config_defaults_fit_the_default_limits(root: Path, policy: ApiPolicy) -> None:
+    check_api_config(load(root), policy)
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="positive"):
+        ApiLimits(requests_per_second=0)
 
 
 # --- private addresses -------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 Each public method is one transaction (bulk writes: one per chunk) run by :meth:`_tx`,
 which is also where every database exception is translated (``translate.store_errors``).
+A writing method, once called, finishes before a cancellation reaches its caller: a
+transaction cut mid-statement would keep SQLite's write lock until its connection closes.
 The SQL lives in ``jobs``, ``dids``, ``batches``, ``progress`` and ``identities``.
 """
 
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bsky_backfill.aio import finishes_before_cancel
 from bsky_backfill.atproto.identity import CachedIdentity
 from bsky_backfill.core.models import DidState, RepoRow
 from bsky_backfill.errors import BatchRejected
@@ -136,6 +139,7 @@ class SqlJobStore:
 
     # --- jobs ----------------------------------------------------------------------------
 
+    @finishes_before_cancel
     async def create_job(self, job_id: str, name: str, config_text: str, config_hash: str) -> Job:
         async with self._tx("create_job") as conn:
             return await jobs.create_job(
@@ -150,12 +154,14 @@ class SqlJobStore:
         async with self._tx("list_jobs", read_only=True) as conn:
             return await jobs.list_jobs(conn)
 
+    @finishes_before_cancel
     async def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> Job:
         async with self._tx("set_job_state") as conn:
             return await jobs.set_job_state(conn, job_id, state, error, self._clock())
 
     # --- DIDs ----------------------------------------------------------------------------
 
+    @finishes_before_cancel
     async def add_dids(self, job_id: str, dids_: Iterable[str]) -> int:
         key = await self._job_key(job_id, "add_dids")
         added = 0
@@ -167,12 +173,14 @@ class SqlJobStore:
                 await analyze(conn, "dids", self._options.schema)
         return added
 
+    @finishes_before_cancel
     async def add_final(
         self, job_id: str, did: str, state: DidState, error: str | None = None
     ) -> bool:
         async with self._tx("add_final") as conn:
             return await dids.add_final(conn, await self._key(conn, job_id), did, state, error)
 
+    @finishes_before_cancel
     async def set_identities(
         self, job_id: str, identities_: Iterable[tuple[str, str | None, str]]
     ) -> None:
@@ -185,6 +193,7 @@ class SqlJobStore:
         async with self._tx("unresolved", read_only=True) as conn:
             return await dids.unresolved(conn, await self._key(conn, job_id), limit, after)
 
+    @finishes_before_cancel
     async def claim(
         self, job_id: str, limit: int, *, worker_id: str, host: str | None = None
     ) -> list[Claim]:
@@ -196,6 +205,7 @@ class SqlJobStore:
         async with self._tx("pending_hosts", read_only=True) as conn:
             return await dids.pending_hosts(conn, await self._key(conn, job_id), self._clock())
 
+    @finishes_before_cancel
     async def release(
         self, job_id: str, dids_: Iterable[str], *, worker_id: str | None = None
     ) -> int:
@@ -206,6 +216,7 @@ class SqlJobStore:
                 released += await dids.release(conn, key, chunk, worker_id)
             return released
 
+    @finishes_before_cancel
     async def retry_later(
         self,
         job_id: str,
@@ -219,11 +230,13 @@ class SqlJobStore:
             key = await self._key(conn, job_id)
             return await dids.retry_later(conn, key, did, error_kind, error_detail, not_before)
 
+    @finishes_before_cancel
     async def fail(self, job_id: str, did: str, error_kind: str, error_detail: str) -> bool:
         async with self._tx("fail") as conn:
             key = await self._key(conn, job_id)
             return await dids.finalize(conn, key, did, DidState.FAILED, error_kind, error_detail)
 
+    @finishes_before_cancel
     async def finish_unavailable(
         self, job_id: str, did: str, state: DidState, error: str | None = None
     ) -> bool:
@@ -242,6 +255,7 @@ class SqlJobStore:
                 found.update({did: format_batch_id(seq) for did, seq in olds.items()})
             return found
 
+    @finishes_before_cancel
     async def reopen(self, job_id: str, dids_: Iterable[str]) -> int:
         async with self._tx("reopen") as conn:
             key = await self._key(conn, job_id)
@@ -252,11 +266,13 @@ class SqlJobStore:
 
     # --- batches -------------------------------------------------------------------------
 
+    @finishes_before_cancel
     async def next_batch_id(self, job_id: str, *, worker_id: str) -> str:
         async with self._tx("next_batch_id") as conn:
             key = await self._key(conn, job_id)
             return format_batch_id(await batches.next_batch(conn, key, worker_id, self._clock()))
 
+    @finishes_before_cancel
     async def commit_batch(self, job_id: str, batch_id: str, repo_rows: Sequence[RepoRow]) -> None:
         seq = self._seq(job_id, batch_id)
         batches.check_rows(repo_rows)
@@ -264,6 +280,7 @@ class SqlJobStore:
             key = await self._key(conn, job_id)
             await batches.commit_batch(conn, key, job_id, seq, repo_rows, self._clock())
 
+    @finishes_before_cancel
     async def mark_published(self, job_id: str, batch_id: str) -> None:
         seq = self._seq(job_id, batch_id)
         async with self._tx("mark_published") as conn:
@@ -275,6 +292,7 @@ class SqlJobStore:
         async with self._tx("superseded", read_only=True) as conn:
             return await batches.superseded(conn, await self._key(conn, job_id), seq)
 
+    @finishes_before_cancel
     async def recover(self, job_id: str) -> Recovery:
         async with self._tx("recover") as conn:
             return await batches.recover(conn, await self._key(conn, job_id))
@@ -325,11 +343,13 @@ class SqlJobStore:
                 found += await identities.load(conn, chunk, now)
         return found
 
+    @finishes_before_cancel
     async def save_identities(self, entries: Iterable[CachedIdentity]) -> None:
         for chunk in chunked(entries, self._options.chunk_size):
             async with self._tx("save_identities") as conn:
                 await identities.save(conn, chunk)
 
+    @finishes_before_cancel
     async def expire_identities(self, now: float) -> int:
         async with self._tx("expire_identities") as conn:
             return await identities.expire(conn, now)
