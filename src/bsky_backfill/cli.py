@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,11 +31,15 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from datetime import datetime
 
+    from bsky_backfill.api.app import ClusterSettings
     from bsky_backfill.api.keys import KeyStore
+    from bsky_backfill.core.job import JobOutcome
+    from bsky_backfill.core.manager import Progress
     from bsky_backfill.fakenet.spec import NetworkSpec
 
 __all__ = [
     "app",
+    "cancel",
     "demo",
     "fakenet",
     "inspect",
@@ -49,6 +53,7 @@ __all__ = [
     "serve",
     "status",
     "validate",
+    "worker",
 ]
 
 app = typer.Typer(
@@ -152,11 +157,18 @@ def demo(
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="The job's YAML config.")],
+    distributed: Annotated[
+        bool, typer.Option(help="Send the work to Celery workers (bsky-backfill worker).")
+    ] = False,
+    broker: _BROKER = None,
+    queue: _QUEUE = "bsky-backfill",
+    visibility_timeout: _VISIBILITY = 600.0,
 ) -> None:
     """Run a backfill job (or resume it: the job is the config's name).
 
-    Exit 0 when done (unavailable accounts included), 1 if the job failed, 2 for a bad
-    config. Example: bsky-backfill run configs/default.yaml
+    Exit 0 when done (unavailable accounts included), 1 if the job failed or was
+    cancelled, 2 for a bad config. With --distributed, Celery workers (bsky-backfill
+    worker) do the fetching. Example: bsky-backfill run configs/default.yaml
     """
     from bsky_backfill.config import load_config
     from bsky_backfill.demo import run_with_progress
@@ -168,41 +180,68 @@ def run(
         raise typer.Exit(2) from None
     console = Console(emoji=False)
     text = config.read_text(encoding="utf-8")
-    outcome = asyncio.run(run_with_progress(console, loaded, text, total=0))
+    start: Callable[[Callable[[Progress], None]], Awaitable[JobOutcome]] | None = None
+    if distributed:
+        from bsky_backfill.distributed.app import BrokerSettings, broker_url, celery_app
+        from bsky_backfill.distributed.coordinator import run_distributed
+
+        celery = celery_app(BrokerSettings(broker_url(broker), queue, visibility_timeout))
+        base_dir = config.resolve().parent
+
+        def start(on_progress: Callable[[Progress], None]) -> Awaitable[JobOutcome]:
+            return run_distributed(loaded, text, celery, base_dir=base_dir, on_progress=on_progress)
+
+    outcome = asyncio.run(run_with_progress(console, loaded, text, total=0, start=start))
     counts = ", ".join(f"{n} {state}" for state, n in sorted(outcome.counts.items()))
     console.print(f"job {outcome.job_id}: {counts}; {outcome.records:,} records")
     console.print(f"dataset: {outcome.output} (manifest.json written last)")
 
 
-def _state_files(where: list[Path]) -> list[Path]:
-    """State databases named directly, beside a config's dataset, or found below ``.``."""
+def _state_files(where: list[Path]) -> list[tuple[str | Path, str | None]]:
+    """Job stores (target, PostgreSQL schema): databases named directly, beside a config's
+    dataset (or its shared store, for a distributed job), or found below ``.``."""
     from bsky_backfill.config import load_config
     from bsky_backfill.core.job import state_path
 
-    found: list[Path] = []
+    found: list[tuple[str | Path, str | None]] = []
     for item in where or [Path()]:
         if item.suffix in (".yaml", ".yml"):
-            found.append(state_path(load_config(item)))
+            config = load_config(item)
+            shared = config.distributed
+            if shared.state_url is not None:
+                found.append((shared.state_url, shared.state_schema))
+            else:
+                found.append((state_path(config), None))
         elif item.is_dir():
-            found.extend(sorted(item.glob("**/_state/jobs.sqlite")))
+            found.extend((path, None) for path in sorted(item.glob("**/_state/jobs.sqlite")))
         else:
-            found.append(item)
-    return [path for path in found if path.is_file()]
+            found.append((item, None))
+    return [(t, schema) for t, schema in found if not isinstance(t, Path) or t.is_file()]
 
 
-async def _job_rows(paths: list[Path], job_id: str | None) -> list[tuple[str, str, str, str]]:
+async def _job_rows(
+    stores: list[tuple[str | Path, str | None]], job_id: str | None
+) -> list[tuple[str, str, str, str]]:
+    from bsky_backfill.state.sql.engine import StoreOptions
     from bsky_backfill.state.sql.store import SqlJobStore
 
     rows = []
-    for path in paths:
-        async with await SqlJobStore.open(path) as store:
+    for target, schema in stores:
+        async with await SqlJobStore.open(target, StoreOptions(schema=schema)) as store:
             for job in await store.list_jobs():
                 if job_id is not None and job.job_id != job_id:
                     continue
                 counts = await store.counts(job.job_id)
                 done = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-                rows.append((job.job_id, job.state.value, done, str(path)))
+                shown = target if isinstance(target, Path) else _without_password(target)
+                rows.append((job.job_id, job.state.value, done, str(shown)))
     return rows
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @app.command()
@@ -257,19 +296,25 @@ def fakenet(
             min=0.0001, help="Multiply every host's rate limits (0.01: 30 calls per 5 min)."
         ),
     ] = 1.0,
+    rate_window: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Seconds per rate-limit window (default: the PDS's 300)."),
+    ] = None,
 ) -> None:
     """Run the simulated network (PLC directory + PDS hosts) on 127.0.0.1 until SIGTERM.
 
     When ready it prints one JSON line, {"plc": URL, "hosts": [URL, ...]}; the control API
     is under {plc}/_fakenet/. Example: bsky-backfill fakenet --hosts 10 --accounts 5000
     """
+    from dataclasses import replace
+
     from bsky_backfill.fakenet.population import PopulationSpec
     from bsky_backfill.fakenet.spec import HostSpec, NetworkSpec
 
-    spec = NetworkSpec(
-        PopulationSpec(seed=seed, accounts=accounts, hosts=hosts),
-        hosts=HostSpec().scaled(rate_limit_scale),
-    )
+    host = HostSpec().scaled(rate_limit_scale)
+    if rate_window is not None:
+        host = replace(host, global_window_s=rate_window, getrepo_window_s=rate_window)
+    spec = NetworkSpec(PopulationSpec(seed=seed, accounts=accounts, hosts=hosts), hosts=host)
     asyncio.run(_serve_fakenet(spec))
 
 
@@ -335,6 +380,112 @@ def migrate_config(
     sys.stdout.write(migration.text)
 
 
+_BROKER = Annotated[
+    str | None,
+    typer.Option(help="Celery broker URL (default: $BSKY_BACKFILL_BROKER or local Redis)."),
+]
+_QUEUE = Annotated[str, typer.Option(help="Celery queue the job's tasks go to.")]
+_VISIBILITY = Annotated[
+    float,
+    typer.Option(
+        min=1.0, help="Seconds before a killed worker's task is handed out again (> longest task)."
+    ),
+]
+
+
+@app.command()
+def worker(
+    broker: _BROKER = None,
+    queue: _QUEUE = "bsky-backfill",
+    visibility_timeout: _VISIBILITY = 600.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once.")] = 2,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
+    egress_id: Annotated[
+        str | None,
+        typer.Option(help="This machine's egress IP id (for rate_limit_scope: egress_ip)."),
+    ] = None,
+) -> None:
+    """Run a Celery worker for distributed jobs (run --distributed, or serve --broker).
+
+    Example: bsky-backfill worker --broker redis://queue-host:6379/0 --concurrency 4
+    """
+    import os
+
+    from bsky_backfill.distributed.app import BrokerSettings, broker_url, celery_app
+    from bsky_backfill.distributed.tasks import EGRESS_ENV
+
+    if pool not in ("prefork", "solo", "threads"):
+        _fail(f"--pool {pool!r}: choose prefork, solo or threads", code=2)
+    if egress_id:
+        os.environ[EGRESS_ENV] = egress_id
+    celery = celery_app(BrokerSettings(broker_url(broker), queue, visibility_timeout))
+    celery.worker_main(
+        [
+            "worker",
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            f"--queues={queue}",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def cancel(
+    config: Annotated[Path, typer.Argument(help="The distributed job's YAML config.")],
+) -> None:
+    """Cancel a distributed job: every worker stops within seconds; run it again to resume.
+
+    (A job run with plain `run` stops with Ctrl-C; one run by the server, with DELETE
+    /api/backfill/jobs/ID.) Example: bsky-backfill cancel study.yaml
+    """
+    from bsky_backfill.config import load_config
+    from bsky_backfill.distributed.control import CancelFlags
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        _print_problems(exc)
+        raise typer.Exit(2) from None
+    spec = loaded.distributed
+
+    async def raise_flag() -> None:
+        async with CancelFlags.open(spec.redis_url, spec.key_prefix) as flags:
+            await flags.cancel(loaded.name)
+
+    asyncio.run(raise_flag())
+    typer.echo(f"job {loaded.name}: cancel requested; its workers stop within seconds")
+
+
+def _cluster(
+    broker: str | None,
+    queue: str,
+    visibility_timeout: float,
+    state_url: str | None,
+    state_schema: str | None,
+) -> ClusterSettings | None:
+    """``serve``'s Celery settings, or None to run jobs in the server."""
+    from pydantic import ValidationError
+
+    from bsky_backfill.api.app import ClusterSettings
+    from bsky_backfill.config.schema import Distributed
+    from bsky_backfill.distributed.app import BrokerSettings
+
+    if broker is None:
+        if state_url is not None:
+            _fail("--state-url goes with --broker (jobs on Celery workers)", code=2)
+        return None
+    if state_url is None:
+        _fail("--broker needs --state-url: the PostgreSQL job store the workers share", code=2)
+    try:
+        section = Distributed(state_url=state_url, state_schema=state_schema, redis_url=broker)
+    except ValidationError as exc:
+        _fail(f"--broker / --state-url / --state-schema: {exc.errors()[0]['msg']}", code=2)
+    return ClusterSettings(BrokerSettings(broker, queue, visibility_timeout), section)
+
+
 _HOME = Annotated[
     Path,
     typer.Option(help="The server's folder: its database (configs, keys, audit log, jobs)."),
@@ -368,6 +519,19 @@ def serve(
     max_repo_bytes: Annotated[
         int, typer.Option(min=1, help="Most a config may set network.max_repo_bytes to.")
     ] = ApiLimits.max_repo_bytes,
+    broker: Annotated[
+        str | None,
+        typer.Option(help="Run jobs on Celery workers at this broker (needs --state-url)."),
+    ] = None,
+    queue: _QUEUE = "bsky-backfill",
+    visibility_timeout: _VISIBILITY = 600.0,
+    state_url: Annotated[
+        str | None,
+        typer.Option(help="With --broker: the PostgreSQL job store the workers share."),
+    ] = None,
+    state_schema: Annotated[
+        str | None, typer.Option(help="With --broker: a schema of its own for the job store.")
+    ] = None,
 ) -> None:
     """Serve the HTTP API (jobs, configs, status) with OpenAPI docs at /docs.
 
@@ -388,6 +552,7 @@ def serve(
         allow_private_addresses=allow_private_addresses,
         requests_per_second=requests_per_second,
         limits=ApiLimits(max_host_rate, max_hosts, max_repo_bytes),
+        cluster=_cluster(broker, queue, visibility_timeout, state_url, state_schema),
     )
     typer.echo(
         f"serving on http://{host}:{port} (docs at /docs); data roots: "
@@ -463,7 +628,7 @@ def _print_problems(exc: ConfigError) -> None:
         typer.echo(str(problem), err=True)
 
 
-def _fail(message: str, *, code: int) -> None:
+def _fail(message: str, *, code: int) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -135,9 +136,15 @@ async def run_demo(console: Console, *, out: Path, accounts: int, hosts: int, se
 
 
 async def run_with_progress(
-    console: Console, config: BackfillConfig, text: str, total: int
+    console: Console,
+    config: BackfillConfig,
+    text: str,
+    total: int,
+    *,
+    start: Callable[[Callable[[Progress], None]], Awaitable[JobOutcome]] | None = None,
 ) -> JobOutcome:
-    """``run_job`` with a live progress bar: repos done of ``total``, records, ETA."""
+    """``run_job`` (or ``start(on_progress)``) with a live progress bar: repos done of
+    ``total``, records, ETA."""
     columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Bar("{task.description}", *columns, console=console, transient=True) as bar:
         task = bar.add_task("repos", total=total)
@@ -157,6 +164,8 @@ async def run_with_progress(
                 description=described,
             )
 
+        if start is not None:
+            return await start(update)
         return await run_job(config, text, on_progress=update)
 
 

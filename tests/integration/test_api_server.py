@@ -16,22 +16,13 @@ import pytest
 from bsky_backfill.api.app import DATABASE
 from bsky_backfill.api.keys import KeyStore
 from tests.support.jobs import CLI, dids_of, job_yaml, run_cli
-from tests.support.server import Server, create_key, running_server
+from tests.support.server import Server, create_key, running_server, wait_for
 from tests.support.sinks import visible
 
 
 def api_job(plc: object, *, name: str = "api", rate: float = 20, out: str = "out") -> str:
     """At the server's default pace limit (20 requests per second per host)."""
     return job_yaml(plc, name=name, rate=rate, batch=5, out=out)
-
-
-def wait_for(client: httpx.Client, job_id: str, states: set[str], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = client.get(f"/api/backfill/status/{job_id}").json()
-        if status["state"] in states or time.monotonic() > deadline:
-            return status
-        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from bsky_backfill.fakenet.population import PopulationSpec, account_seed
 
-__all__ = ["CLI", "dids_of", "fakenet_process", "job_yaml", "run_cli"]
+__all__ = ["CLI", "dids_of", "fakenet", "fakenet_process", "job_yaml", "run_cli"]
 
 CLI = [sys.executable, "-c", "from bsky_backfill.cli import main; main()"]
 
@@ -47,14 +48,13 @@ def job_yaml(
     return _JOB.format(name=name, plc=plc, rate=rate, batch=batch, out=out, hosts=hosts)
 
 
-@pytest.fixture
-def fakenet_process() -> Iterator[dict[str, object]]:
-    """The simulated network as its own process (it outlives the job's restarts)."""
+@contextmanager
+def fakenet(*options: str) -> Iterator[dict[str, object]]:
+    """``bsky-backfill fakenet`` as its own process (it outlives the job's restarts):
+    3 hosts, 150 accounts, seed 5, plus ``options``; yields its announced URLs."""
+    command = [*CLI, "fakenet", "--hosts", "3", "--accounts", "150", "--seed", "5", *options]
     process = subprocess.Popen(
-        [*CLI, "fakenet", "--hosts", "3", "--accounts", "150", "--seed", "5"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
         assert process.stdout is not None
@@ -64,6 +64,13 @@ def fakenet_process() -> Iterator[dict[str, object]]:
         process.wait(timeout=30)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture
+def fakenet_process() -> Iterator[dict[str, object]]:
+    """The simulated network as its own process."""
+    with fakenet() as urls:
+        yield urls
 
 
 def run_cli(

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-__all__ = ["fresh_schema", "postgres_problem", "postgres_url"]
+__all__ = ["drop_schema", "fresh_schema", "postgres_problem", "postgres_url"]
 
 
 def postgres_url() -> str:
@@ -36,18 +36,23 @@ def postgres_problem() -> str | None:
 @asynccontextmanager
 async def fresh_schema() -> AsyncIterator[str]:
     """A new, empty schema name; the schema and everything in it is dropped on exit."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        yield name
+    finally:
+        await drop_schema(name)
+
+
+async def drop_schema(name: str) -> None:
+    """Drop ``name`` and everything in it (nothing when it does not exist)."""
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from bsky_backfill.state.sql.engine import store_url
 
-    name = f"t_{uuid.uuid4().hex[:16]}"
+    engine = create_async_engine(store_url(postgres_url()))
     try:
-        yield name
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
     finally:
-        engine = create_async_engine(store_url(postgres_url()))
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        finally:
-            await engine.dispose()
+        await engine.dispose()

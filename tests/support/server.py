@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.support.jobs import CLI
 
-__all__ = ["Server", "create_key", "running_server"]
+__all__ = ["Server", "create_key", "running_server", "wait_for"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,13 @@ def running_server(folder: Path, *options: str) -> Iterator[Server]:
         process.terminate()
         process.wait(30)
         log.close()
+
+
+def wait_for(client: httpx.Client, job_id: str, states: set[str], timeout: float = 120) -> Any:
+    """The job's status once its state is one of ``states`` (or at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.get(f"/api/backfill/status/{job_id}").json()
+        if status["state"] in states or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)

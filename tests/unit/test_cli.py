@@ -14,7 +14,19 @@ from tests.support.moto import Moto
 from tests.support.repos import DID, KEY, make_repo
 
 runner = CliRunner()
-COMMANDS = ["inspect", "demo", "run", "jobs", "status", "fakenet", "validate", "migrate-config"]
+COMMANDS = [
+    "inspect",
+    "demo",
+    "run",
+    "jobs",
+    "status",
+    "fakenet",
+    "validate",
+    "migrate-config",
+    "worker",
+    "cancel",
+    "serve",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -72,6 +84,13 @@ def test_a_tampered_repo_gives_one_error_line_and_exit_1(tmp_path: Path) -> None
         (["inspect", "missing.car"], "no such file"),
         (["inspect", "x.car", "--verify", "full"], "needs --key"),
         (["inspect", "x.car", "--verify", "maybe"], "must be full, hashes or none"),
+        (["worker", "--pool", "gevent"], "choose prefork, solo or threads"),
+        (["serve", "--broker", "redis://127.0.0.1:6379/0"], "--broker needs --state-url"),
+        (["serve", "--state-url", "postgresql://db/x"], "--state-url goes with --broker"),
+        (
+            ["serve", "--broker", "redis://h/0", "--state-url", "mysql://db/x"],
+            "--broker / --state-url",
+        ),
     ],
 )
 def test_bad_usage_exits_2_with_a_clear_message(args: list[str], message: str) -> None:

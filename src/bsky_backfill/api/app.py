@@ -42,13 +42,17 @@ from bsky_backfill.api.safety import (
     check_config_size,
 )
 from bsky_backfill.config.loader import load_config_text
-from bsky_backfill.config.schema import BackfillConfig
-from bsky_backfill.core.job import run_job
+from bsky_backfill.config.schema import BackfillConfig, Distributed
+from bsky_backfill.config.yamldoc import with_section
+from bsky_backfill.core.job import JobOutcome, run_job
+from bsky_backfill.core.manager import Progress
+from bsky_backfill.distributed.app import BrokerSettings
 from bsky_backfill.errors import ConfigError, JobNotFound
 
 __all__ = [
     "DATABASE",
     "PREFIX",
+    "ClusterSettings",
     "ConfigRequest",
     "ConfigSummary",
     "JobAccepted",
@@ -70,7 +74,8 @@ class ServerSettings:
     """How the server runs: ``home`` holds its database; configs may only name local
     paths inside ``data_roots``; private addresses only with ``allow_private_addresses``
     (test networks); each key may make ``requests_per_second`` (bursts of ``burst``);
-    configs may ask for at most ``limits`` (pace, hosts at once, repo size)."""
+    configs may ask for at most ``limits`` (pace, hosts at once, repo size); with
+    ``cluster``, jobs run on Celery workers instead of in the server."""
 
     home: Path
     data_roots: tuple[Path, ...]
@@ -78,6 +83,7 @@ class ServerSettings:
     requests_per_second: float = 10.0
     burst: int = 30
     limits: ApiLimits = field(default_factory=ApiLimits)
+    cluster: ClusterSettings | None = None
     policy: ApiPolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +91,15 @@ class ServerSettings:
             raise ConfigError("the server needs at least one data root (--data-root DIR)")
         policy = ApiPolicy(self.data_roots, self.allow_private_addresses, self.limits)
         object.__setattr__(self, "policy", policy)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Jobs go to Celery workers (``serve --broker``): the broker, and the
+    ``distributed`` section every job started here runs with."""
+
+    broker: BrokerSettings
+    section: Distributed
 
 
 @dataclass
@@ -167,7 +182,7 @@ def create_app(settings: ServerSettings, *, run: RunJob = run_job) -> FastAPI:
         database = settings.home / DATABASE
         keys = await KeyStore.open(database)
         registry = await Registry.open(database)
-        jobs = JobManager(registry, run=run)
+        jobs = JobManager(registry, run=_cluster_runner(settings) if settings.cluster else run)
         limiter = KeyRateLimiter(settings.requests_per_second, settings.burst)
         app.state.services = _Services(keys, registry, jobs, limiter)
         try:
@@ -256,8 +271,10 @@ def _routes(app: FastAPI, settings: ServerSettings) -> None:
                 raise HTTPException(404, f"no stored config {body.config_name!r}")
             name, version, text = stored.name, stored.version, stored.yaml
         assert text is not None  # the model requires one of the two
-        config = await _checked(text, settings)
-        job_id = await services.jobs.start(config, text, config_name=name, config_version=version)
+        config, runnable = await _checked(text, settings)
+        job_id = await services.jobs.start(
+            config, runnable, config_name=name, config_version=version
+        )
         return JobAccepted(job_id=job_id)
 
     @app.get(f"{PREFIX}/status/{{job_id}}", dependencies=[reader], responses=_NOT_FOUND)
@@ -285,7 +302,7 @@ def _routes(app: FastAPI, settings: ServerSettings) -> None:
 
     @app.post(f"{PREFIX}/configs", status_code=201, responses=_BAD_BODY)
     async def save_config(body: ConfigRequest, request: Request, key: WriterKey) -> ConfigSummary:
-        config = await _checked(body.yaml, settings)
+        config, _ = await _checked(body.yaml, settings)
         if config.name != body.name:
             raise ConfigError(
                 f"is {config.name!r} but the request names {body.name!r}: they must match",
@@ -300,17 +317,40 @@ def _routes(app: FastAPI, settings: ServerSettings) -> None:
         )
 
 
-async def _checked(text: str, settings: ServerSettings) -> BackfillConfig:
-    """The config in ``text``, loaded as text without environment, and safe to run.
+async def _checked(text: str, settings: ServerSettings) -> tuple[BackfillConfig, str]:
+    """The config in ``text``, loaded as text without environment, and safe to run, with
+    the text to run it from (the server's ``distributed`` section added for a cluster).
     In a thread: the address checks resolve host names (blocking DNS)."""
     check_config_size(text)
 
-    def check() -> BackfillConfig:
+    def check() -> tuple[BackfillConfig, str]:
         config = load_config_text(text, base_dir=settings.data_roots[0], environ={})
         check_api_config(config, settings.policy)
-        return config
+        if settings.cluster is None:
+            return config, text
+        runnable = with_section(text, "distributed", settings.cluster.section.model_dump())
+        return load_config_text(runnable, base_dir=settings.data_roots[0], environ={}), runnable
 
     return await asyncio.to_thread(check)
+
+
+def _cluster_runner(settings: ServerSettings) -> RunJob:
+    """``run_job``'s shape, running the job on the cluster's workers."""
+    from bsky_backfill.distributed.app import celery_app
+    from bsky_backfill.distributed.coordinator import run_distributed
+
+    assert settings.cluster is not None
+    celery = celery_app(settings.cluster.broker)
+    base_dir = settings.data_roots[0]
+
+    async def run(
+        config: BackfillConfig, text: str, *, on_progress: Callable[[Progress], None] | None = None
+    ) -> JobOutcome:
+        return await run_distributed(
+            config, text, celery, base_dir=base_dir, on_progress=on_progress
+        )
+
+    return run
 
 
 def _status_json(status: JobStatus) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from bsky_backfill.core.job import JobOutcome, run_job, state_path
 from bsky_backfill.core.manager import Progress
 from bsky_backfill.errors import JobNotFound, StoreError
 from bsky_backfill.state.model import JobState
+from bsky_backfill.state.sql.engine import StoreOptions
 from bsky_backfill.state.sql.store import SqlJobStore
 
 __all__ = ["HostProgress", "JobAlreadyRunning", "JobManager", "JobStatus", "RunJob"]
@@ -81,7 +82,7 @@ class JobManager:
         self._live: dict[str, _Live] = {}
         # Opened once per job, not per status poll: opening creates the schema if missing,
         # a write transaction that would contend with the job's own writes.
-        self._stores: dict[Path, SqlJobStore] = {}
+        self._stores: dict[str, SqlJobStore] = {}
 
     async def start(
         self,
@@ -100,7 +101,7 @@ class JobManager:
         if live is not None and live.task is not None and not live.task.done():
             raise JobAlreadyRunning(f"job {job_id} is already running", job_id=job_id)
         started = StartedJob(
-            job_id, config_name, config_version, state_path(config), datetime.now(UTC)
+            job_id, config_name, config_version, _store_target(config), datetime.now(UTC)
         )
         await self._registry.record_job(started)
         live = self._live[job_id] = _Live(started)
@@ -123,11 +124,13 @@ class JobManager:
         except Exception as exc:  # the job's store has it too, when the job got that far
             live.error = f"{type(exc).__name__}: {exc}"
 
-    async def _store(self, path: Path) -> SqlJobStore:
-        store = self._stores.get(path)
+    async def _store(self, target: str) -> SqlJobStore:
+        store = self._stores.get(target)
         if store is None:
-            opened = await SqlJobStore.open(path)
-            store = self._stores.setdefault(path, opened)  # another poll may have won
+            url, _, schema = target.partition("#")
+            where = url if "://" in url else Path(url)
+            opened = await SqlJobStore.open(where, StoreOptions(schema=schema or None))
+            store = self._stores.setdefault(target, opened)  # another poll may have won
             if store is not opened:
                 await opened.aclose()
         return store
@@ -153,7 +156,7 @@ class JobManager:
         live = self._live.get(job_id)
         running = live is not None and live.task is not None and not live.task.done()
         error = live.error if live is not None else None
-        if not started.state_path.is_file():
+        if not await _store_exists(started.state_path):
             return _not_begun(started, running, error)
         store = await self._store(started.state_path)
         job = await store.get_job(job_id)
@@ -214,6 +217,19 @@ class JobManager:
             if job.job_id == job_id:
                 return job
         raise JobNotFound(f"no job {job_id!r} was started on this server", job_id=job_id)
+
+
+async def _store_exists(target: str) -> bool:
+    """A database server's store always exists; a SQLite one once its job has begun."""
+    return "://" in target or await asyncio.to_thread(Path(target).is_file)
+
+
+def _store_target(config: BackfillConfig) -> str:
+    """Where the job's store is, as :class:`StartedJob` keeps it."""
+    spec = config.distributed
+    if spec.state_url is None:
+        return str(state_path(config))
+    return spec.state_url + (f"#{spec.state_schema}" if spec.state_schema else "")
 
 
 def _not_begun(started: StartedJob, running: bool, error: str | None) -> JobStatus:

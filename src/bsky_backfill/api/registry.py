@@ -68,12 +68,13 @@ class StoredConfig:
 
 @dataclass(frozen=True, slots=True)
 class StartedJob:
-    """A job the server started: its id, the config it came from, its state database."""
+    """A job the server started: its id, the config it came from, and its job store: a
+    SQLite file path, or for a distributed job ``postgresql://...`` with ``#schema``."""
 
     job_id: str
     config_name: str | None
     config_version: int | None
-    state_path: Path
+    state_path: str
     started_at: datetime
 
 
@@ -154,7 +155,7 @@ class Registry:
         values = {
             "config_name": job.config_name,
             "config_version": job.config_version,
-            "state_path": str(job.state_path),
+            "state_path": job.state_path,
             "started_at": job.started_at,
         }
         async with self._engine.begin() as conn:
@@ -174,7 +175,7 @@ class Registry:
                 job_id=row["job_id"],
                 config_name=row["config_name"],
                 config_version=row["config_version"],
-                state_path=Path(row["state_path"]),
+                state_path=row["state_path"],
                 started_at=_utc(row["started_at"]),
             )
             for row in rows

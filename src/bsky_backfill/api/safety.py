@@ -12,6 +12,8 @@ to read and write local files and to send requests to URLs on the server's behal
   local name, or an IP literal or name resolving to an address that is not public
   (loopback, private, link-local such as cloud metadata at 169.254.169.254, multicast,
   reserved, unspecified; IPv4 inside IPv6 judged as IPv4), or a name that does not resolve;
+- a ``distributed`` section: where a server's jobs keep shared state is the operator's
+  choice (``serve --broker``), never a caller's;
 - a pace, concurrency or repo size above the server's :class:`ApiLimits`: a caller must
   not be able to make the server hammer PDS hosts (getting its address banned) or hold
   more memory and connections than its operator allows.
@@ -39,6 +41,7 @@ from pydantic import BaseModel
 from bsky_backfill.api.limits import ApiLimits
 from bsky_backfill.config.schema import (
     BackfillConfig,
+    Distributed,
     DynamoDbStorage,
     PdsSource,
     S3Source,
@@ -125,6 +128,14 @@ def check_api_config(config: BackfillConfig, policy: ApiPolicy) -> None:
     system (``realpath``) and resolves host names with ``policy.resolve``: it blocks.
     """
     problems = [*_path_problems(config, policy), *_limit_problems(config, policy.limits)]
+    if config.distributed != Distributed():
+        problems.append(
+            ConfigError(
+                "is set by the server's operator (serve --broker, --state-url), not by a "
+                "config sent to the API; remove it",
+                key=_key(("distributed",)),
+            )
+        )
     if not policy.allow_private_addresses:
         problems += _network_problems(config, policy)
     if problems:

@@ -71,6 +71,7 @@ __all__ = [
     "BackfillConfig",
     "ConfigDocument",
     "DerivedSource",
+    "Distributed",
     "DynamoDbStorage",
     "FileSource",
     "Filters",
@@ -196,6 +197,26 @@ class Monitoring(FrozenModel):
     alert_webhook_url: WebhookUrl | None = None
 
 
+class Distributed(FrozenModel):
+    """Where a ``run --distributed`` job keeps its shared state (see ``distributed/``).
+
+    ``state_url``: the PostgreSQL job store every worker shares (``postgresql://...``; put
+    credentials in ``${ENV}``); ``state_schema``: a schema of its own in that database.
+    ``redis_url``: the Redis holding the cluster-wide per-host rate limits and cancel
+    flags, under ``key_prefix``. ``rate_limit_scope``: ``cluster`` = one budget per host
+    for the whole cluster; ``egress_ip`` = one per host per egress address (each worker
+    says its own with ``--egress-id``). ``shard_size``: DIDs per task; a task should end
+    well within the broker's visibility timeout.
+    """
+
+    state_url: Annotated[str, Field(pattern=r"^postgresql(\+asyncpg)?://")] | None = None
+    state_schema: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = None
+    redis_url: Annotated[str, Field(pattern=r"^rediss?://")] = "redis://127.0.0.1:6379/0"
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "bsky-backfill"
+    rate_limit_scope: Literal["cluster", "egress_ip"] = "cluster"
+    shard_size: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 500
+
+
 # --- the whole config --------------------------------------------------------------------
 
 
@@ -220,6 +241,7 @@ class BackfillConfig(FrozenModel):
     network: Network = Network()
     storage: Storage
     monitoring: Monitoring = Monitoring()
+    distributed: Distributed = Distributed()
 
     # Field path (keys below ``backfill``) -> the value as written, ``${NAME}`` unexpanded.
     _from_env: Mapping[tuple[str | int, ...], Any] = PrivateAttr(default_factory=dict)

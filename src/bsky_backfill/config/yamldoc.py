@@ -24,7 +24,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bsky_backfill.errors import ConfigError
 
-__all__ = ["Key", "YamlDocument", "format_key", "read_yaml"]
+__all__ = ["Key", "YamlDocument", "format_key", "read_yaml", "with_section"]
 
 Key = str | int
 """One step of a key path: a mapping key, or a list index."""
@@ -283,3 +283,27 @@ class _Builder:
 
     def _error(self, node: Node, path: tuple[Key, ...], message: str) -> ConfigError:
         return ConfigError(message, key=format_key(path) or None, line=node.start_mark.line + 1)
+
+
+def with_section(text: str, key: str, value: Any) -> str:
+    """``text`` (a config without ``${NAME}`` references) with ``backfill.<key>`` set to
+    ``value``, as YAML that reads back to the same data. Comments are not kept."""
+    document = read_yaml(text, environ={})
+    if document.problems:
+        raise document.problems[0]
+    data = document.data
+    if not isinstance(data, dict) or not isinstance(data.get("backfill"), dict):
+        raise ConfigError("has no 'backfill:' mapping", key="backfill")
+    data = {**data, "backfill": {**data["backfill"], key: value}}
+    return yaml.safe_dump(_escaped(data), sort_keys=False, allow_unicode=True)
+
+
+def _escaped(value: Any) -> Any:
+    """``${`` written as ``$${`` again, so that reading the dump expands nothing."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    return value

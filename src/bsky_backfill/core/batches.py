@@ -28,13 +28,23 @@ class BatchWriter:
     """
 
     def __init__(
-        self, store: JobStore, sink: AsyncSink, *, job_id: str, worker_id: str, batch_size: int
+        self,
+        store: JobStore,
+        sink: AsyncSink,
+        *,
+        job_id: str,
+        worker_id: str,
+        batch_size: int,
+        publish: bool = True,
     ) -> None:
+        """``publish=False``: stop after the commit (step 3); a single publisher elsewhere
+        publishes committed batches (:meth:`publish_committed`)."""
         self.store = store
         self.sink = sink
         self.job_id = job_id
         self.worker_id = worker_id
         self.batch_size = batch_size
+        self.publish = publish
         self.batches = 0
         self._pending: list[_Pending] = []
         self._lock = asyncio.Lock()
@@ -85,6 +95,25 @@ class BatchWriter:
         except BatchRejected:
             await self.sink.discard(batch_id)
             raise
-        await self.sink.publish(batch_id)
-        await self.store.mark_published(self.job_id, batch_id)
+        if self.publish:
+            await self.sink.publish(batch_id)
+            await self.store.mark_published(self.job_id, batch_id)
         self.batches += 1
+
+    async def publish_committed(self) -> int:
+        """Publish every committed batch not yet published (the single publisher of a
+        distributed job); returns how many."""
+        batch_ids = await self.store.unpublished(self.job_id)
+        for batch_id in batch_ids:
+            await self.sink.publish(batch_id)
+            await self.store.mark_published(self.job_id, batch_id)
+        return len(batch_ids)
+
+    async def recover_worker(self, worker_id: str) -> None:
+        """Take back a dead worker's claims and discard its uncommitted staged batches,
+        while other workers go on (their staged batches are left alone)."""
+        recovery = await self.store.recover(self.job_id, worker_id=worker_id)
+        staged = await self.sink.staged_batches()
+        for batch_id in recovery.abandoned:
+            if batch_id in staged:
+                await self.sink.discard(batch_id)

@@ -23,24 +23,35 @@ from bsky_backfill.atproto.identity import IdentityOptions, IdentityResolver
 from bsky_backfill.atproto.xrpc import XrpcClient, XrpcOptions
 from bsky_backfill.cloud.aws import AwsTarget
 from bsky_backfill.config.schema import BackfillConfig
-from bsky_backfill.core.limits import LimiterOptions
+from bsky_backfill.core.limits import HostLimiter, LimiterOptions
 from bsky_backfill.core.manager import JobOptions, JobRunner, Progress
 from bsky_backfill.core.models import DidState
 from bsky_backfill.core.netguard import PublicOnlyResolver
 from bsky_backfill.core.outputs import open_sink, preflight, work_dir
 from bsky_backfill.core.select import Selection
 from bsky_backfill.core.worker import WorkerOptions
-from bsky_backfill.sinks import AsyncSink, Manifest
+from bsky_backfill.sinks import AsyncSink, Manifest, Sink
 from bsky_backfill.sources.derived import derive_dids
 from bsky_backfill.sources.files import read_did_file, read_values
 from bsky_backfill.sources.pds import list_repos
 from bsky_backfill.sources.s3 import read_s3_dids
 from bsky_backfill.sources.sqlite import read_did_query
 from bsky_backfill.state.identity_cache import StoreIdentityCache
-from bsky_backfill.state.model import JobState
+from bsky_backfill.state.model import Job, JobState
+from bsky_backfill.state.protocol import JobStore
 from bsky_backfill.state.sql.store import SqlJobStore
 
-__all__ = ["JobOutcome", "run_job", "state_path"]
+__all__ = [
+    "JobOutcome",
+    "finish_job",
+    "job_runner",
+    "limiter_options",
+    "open_checked_sink",
+    "open_job",
+    "run_job",
+    "source_dids",
+    "state_path",
+]
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,8 @@ def _table_values(path: Path, column: str) -> Iterator[str]:
         yield from read_values(file, column)
 
 
-async def _dids(config: BackfillConfig, client: XrpcClient) -> list[str]:
+async def source_dids(config: BackfillConfig, client: XrpcClient) -> list[str]:
+    """The DIDs the config's source lists (duplicates and invalid ones included)."""
     source = config.source
     if source.type == "inline":
         return list(source.dids)
@@ -100,9 +112,14 @@ async def _dids(config: BackfillConfig, client: XrpcClient) -> list[str]:
     return [did async for did in list_repos(client, source.hosts)]
 
 
-def _options(config: BackfillConfig, spool: Path) -> JobOptions:
+def limiter_options(config: BackfillConfig) -> LimiterOptions:
+    """Per-host pacing: the config's rate to start with, headers may raise it to 50/s."""
+    rate = config.processing.requests_per_second
+    return LimiterOptions(rate=rate, max_rate=max(rate, 50.0), min_rate=min(rate, 0.2))
+
+
+def _options(config: BackfillConfig, spool: Path, worker_id: str) -> JobOptions:
     processing = config.processing
-    rate = processing.requests_per_second
     return JobOptions(
         job_id=config.name,
         worker=WorkerOptions(
@@ -112,10 +129,11 @@ def _options(config: BackfillConfig, spool: Path) -> JobOptions:
             max_repo_bytes=config.network.max_repo_bytes,
             spool_dir=spool,
         ),
-        limiter=LimiterOptions(rate=rate, max_rate=max(rate, 50.0), min_rate=min(rate, 0.2)),
+        limiter=limiter_options(config),
         max_concurrent_hosts=processing.max_concurrent_pds,
         max_retries=processing.max_retries,
         batch_size=processing.batch_size,
+        worker_id=worker_id,
         allow_private_addresses=config.network.allow_private_addresses,
     )
 
@@ -150,58 +168,93 @@ async def run_job(
     the store or sink raise when they cannot go on (the job is then marked failed and a
     later run resumes it).
     """
-    output = work_dir(config)
-    spool = output / "_state" / "spool"
-    spool.mkdir(parents=True, exist_ok=True)
-    blocking_sink = open_sink(config)
-    await asyncio.to_thread(preflight, config, blocking_sink)
+    blocking_sink = await open_checked_sink(config)
     sink = AsyncSink(blocking_sink)
     started = datetime.now(UTC)
     store = await SqlJobStore.open(state_path(config))
     try:
-        job = await store.get_job(config.name)
-        if job is None:
-            job = await store.create_job(
-                config.name, config.name, config_text, config.config_hash()
-            )
-        async with _client(config) as client:
-            web_scheme: Literal["http", "https"] = (
-                "http" if config.network.allow_private_addresses else "https"
-            )
-            cache = StoreIdentityCache(store)
-            resolver = IdentityResolver(
-                client,
-                IdentityOptions(
-                    plc_url=str(config.identity.plc_url),
-                    ttl=float(config.identity.cache_ttl_seconds),
-                    web_scheme=web_scheme,
-                ),
-                cache=cache,
-            )
-            runner = JobRunner(
-                _options(config, spool),
-                store=store,
-                sink=sink,
-                client=client,
-                resolver=resolver,
-                identity_cache=cache,
-                on_progress=on_progress,
-            )
+        job = await open_job(store, config, config_text)
+        async with job_runner(config, store, sink, on_progress=on_progress) as runner:
             finished_before = job.state == JobState.COMPLETED
             await store.set_job_state(config.name, JobState.RUNNING)
             try:
                 if finished_before:
                     await runner.refresh()
-                await runner.run([] if finished_before else await _dids(config, client))
+                dids = [] if finished_before else await source_dids(config, runner.client)
+                await runner.run(dids)
             except BaseException as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 await store.set_job_state(config.name, JobState.FAILED, error)
                 raise
-        finished = datetime.now(UTC)
-        await sink.finish(Manifest(config.name, config.redacted(), started, finished))
-        await store.set_job_state(config.name, JobState.COMPLETED)
-        counts = {state.value: n for state, n in (await store.counts(config.name)).items() if n}
-        records = await store.records_total(config.name)
-        return JobOutcome(config.name, counts, records, blocking_sink.location, runner.summary())
+        return await finish_job(config, store, sink, started, runner)
     finally:
         await store.aclose()
+
+
+async def open_checked_sink(config: BackfillConfig) -> Sink:
+    """The job's sink, after the preflight (bucket / table exists and is writable)."""
+    (work_dir(config) / "_state" / "spool").mkdir(parents=True, exist_ok=True)
+    sink = open_sink(config)
+    await asyncio.to_thread(preflight, config, sink)
+    return sink
+
+
+async def open_job(store: JobStore, config: BackfillConfig, config_text: str) -> Job:
+    """The job ``config`` names, created in ``store`` on its first run."""
+    job = await store.get_job(config.name)
+    if job is None:
+        job = await store.create_job(config.name, config.name, config_text, config.config_hash())
+    return job
+
+
+async def finish_job(
+    config: BackfillConfig, store: JobStore, sink: AsyncSink, started: datetime, runner: JobRunner
+) -> JobOutcome:
+    """Write the manifest (last), mark the job completed, and say how it ended."""
+    finished = datetime.now(UTC)
+    await sink.finish(Manifest(config.name, config.redacted(), started, finished))
+    await store.set_job_state(config.name, JobState.COMPLETED)
+    counts = {state.value: n for state, n in (await store.counts(config.name)).items() if n}
+    records = await store.records_total(config.name)
+    return JobOutcome(config.name, counts, records, sink.sink.location, runner.summary())
+
+
+@contextlib.asynccontextmanager
+async def job_runner(
+    config: BackfillConfig,
+    store: JobStore,
+    sink: AsyncSink,
+    *,
+    worker_id: str = "local",
+    on_progress: Callable[[Progress], None] | None = None,
+    limiter_for: Callable[[str], HostLimiter] | None = None,
+    publish: bool = True,
+) -> AsyncIterator[JobRunner]:
+    """A :class:`JobRunner` for ``config`` with its HTTP client and identity resolver
+    (cached in ``store``), open for as long as the context lasts."""
+    spool = work_dir(config) / "_state" / "spool"
+    async with _client(config) as client:
+        web_scheme: Literal["http", "https"] = (
+            "http" if config.network.allow_private_addresses else "https"
+        )
+        cache = StoreIdentityCache(store)
+        resolver = IdentityResolver(
+            client,
+            IdentityOptions(
+                plc_url=str(config.identity.plc_url),
+                ttl=float(config.identity.cache_ttl_seconds),
+                web_scheme=web_scheme,
+            ),
+            cache=cache,
+        )
+        yield JobRunner(
+            _options(config, spool, worker_id),
+            store=store,
+            sink=sink,
+            client=client,
+            resolver=resolver,
+            identity_cache=cache,
+            on_progress=on_progress,
+            limiter_for=limiter_for,
+            publish=publish,
+        )

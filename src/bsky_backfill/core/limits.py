@@ -10,6 +10,11 @@ A :class:`HostLimiter` hands out request slots for one PDS host:
   exponential backoff when the host says nothing, and halves its own rate when the
   host's headers proved untrustworthy (a host that advertises more than it allows).
 
+The limiter decides what the host's answers imply (rate, pause, trust); a :class:`Pace`
+keeps the timing state those decisions act on. :class:`LocalPace` keeps it in this
+process; ``distributed.limiter`` keeps it in Redis so that many processes share one
+budget per host, with the same decisions.
+
 Time comes from injectable ``clock`` (monotonic seconds), ``wall`` (unix seconds, the
 frame of ``RateLimit-Reset``) and ``sleep``, so tests run on a fake clock.
 """
@@ -21,11 +26,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from bsky_backfill.atproto.ratelimit import RateLimitInfo
 
-__all__ = ["HostLimiter", "LimiterOptions"]
+__all__ = ["HostLimiter", "LimiterOptions", "LocalPace", "Pace", "extended_pause"]
 
 _MIN_BACKOFF: Final = 1.0
 # RateLimit-Reset is whole seconds: wait a little past it, or the first request of the
@@ -51,10 +56,98 @@ class LimiterOptions:
             raise ValueError("need 0 < min_rate <= rate <= max_rate and max_in_flight >= 1")
 
 
+class Pace(Protocol):
+    """Where one host's timing state lives: the GCRA schedule of slots, the current rate
+    and the pause. ``pause``, ``set_rate`` and ``restart`` are synchronous because the
+    limiter's ``observe`` / ``rate_limited`` are (the runner calls them without awaiting);
+    a shared pace applies them locally at once and to the shared state soon after.
+    """
+
+    @property
+    def rate(self) -> float:
+        """Requests per second that slots are spaced at now."""
+        ...
+
+    @property
+    def paused(self) -> bool:
+        """Whether the host is paused, as far as this process knows."""
+        ...
+
+    async def reserve(self) -> float:
+        """Reserve the next slot (after any pause): seconds until it starts (0: now)."""
+        ...
+
+    async def still_paused(self) -> bool:
+        """After waiting for a slot: whether a pause began meanwhile (the slot is void)."""
+        ...
+
+    def pause(self, seconds: float) -> float:
+        """Pause the host until ``seconds`` from now unless already paused longer; returns
+        the seconds this added to the pause."""
+        ...
+
+    def set_rate(self, rate: float, hold: float | None) -> None:
+        """Space later slots at ``rate``; ``hold``: seconds it stays valid (None: until
+        changed) — a rate learnt from one window's headers means nothing after its reset."""
+        ...
+
+    def restart(self) -> None:
+        """A new window: forget slots reserved ahead at the old pace."""
+        ...
+
+
+def extended_pause(paused_until: float, now: float, seconds: float) -> tuple[float, float]:
+    """A pause until ``paused_until`` asked to last ``seconds`` from ``now``: the new end
+    (a pause only ever moves later) and the seconds of pause that adds."""
+    until = now + seconds
+    if until <= paused_until:
+        return paused_until, 0.0
+    return until, until - max(paused_until, now)
+
+
+class LocalPace:
+    """A :class:`Pace` for one process; ``hold`` is moot here, the limiter itself sets a
+    new rate when a window rolls over."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._interval = 1.0 / rate
+        self._next_slot = 0.0  # monotonic time of the next free slot
+        self._paused_until = 0.0
+
+    @property
+    def rate(self) -> float:
+        return 1.0 / self._interval
+
+    @property
+    def paused(self) -> bool:
+        return self._clock() < self._paused_until
+
+    async def reserve(self) -> float:
+        now = self._clock()
+        slot = max(self._next_slot, now, self._paused_until)
+        self._next_slot = slot + self._interval
+        return slot - now
+
+    async def still_paused(self) -> bool:
+        return self.paused
+
+    def pause(self, seconds: float) -> float:
+        self._paused_until, added = extended_pause(self._paused_until, self._clock(), seconds)
+        return added
+
+    def set_rate(self, rate: float, hold: float | None) -> None:
+        self._interval = 1.0 / rate
+
+    def restart(self) -> None:
+        self._next_slot = min(self._next_slot, self._clock())
+
+
 class HostLimiter:
     """Slots for requests to one host. Use ``async with limiter.slot():`` around a request,
     then report the answer with :meth:`observe` (any answer with headers) or
-    :meth:`rate_limited` (a 429).
+    :meth:`rate_limited` (a 429). ``pace`` holds the timing state (default: a
+    :class:`LocalPace` on ``clock``); the trust, backoff and quota bookkeeping stay here.
     """
 
     def __init__(
@@ -64,13 +157,12 @@ class HostLimiter:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        pace: Pace | None = None,
     ) -> None:
         self.options = options
-        self._clock, self._wall, self._sleep = clock, wall, sleep
-        self._interval = 1.0 / options.rate
+        self._wall, self._sleep = wall, sleep
+        self._pace = pace if pace is not None else LocalPace(options.rate, clock)
         self._base_rate = options.rate  # without headers: AIMD around this
-        self._next_slot = 0.0  # monotonic time of the next free slot
-        self._paused_until = 0.0
         self._backoff = _MIN_BACKOFF
         self._trust = 1.0  # share of the host's advertised quota we believe; drops on 429
         self._active = 0  # requests inside a slot right now
@@ -89,22 +181,20 @@ class HostLimiter:
     @property
     def rate(self) -> float:
         """The current pace in requests per second."""
-        return 1.0 / self._interval
+        return self._pace.rate
 
     @property
     def paused(self) -> bool:
-        return self._clock() < self._paused_until
+        return self._pace.paused
 
     async def _wait_turn(self) -> None:
         while True:
             self._roll_window()
-            now = self._clock()
-            slot = max(self._next_slot, now, self._paused_until)
-            self._next_slot = slot + self._interval
-            if slot > now:
-                await self._sleep(slot - now)
-            if self._clock() < self._paused_until:  # a 429 may have paused us meanwhile
-                continue
+            wait = await self._pace.reserve()
+            if wait > 0:
+                await self._sleep(wait)
+                if await self._pace.still_paused():  # a 429 may have paused us meanwhile
+                    continue
             if not self._quota_spent():
                 return
 
@@ -117,7 +207,7 @@ class HostLimiter:
         self._quota = None
         if self._policy_rate is not None:
             self._set_rate(self._trust * self._policy_rate)
-            self._next_slot = min(self._next_slot, self._clock())
+            self._pace.restart()
 
     def _quota_spent(self) -> bool:
         """True (and the host paused to its reset) when the requests sent since the last
@@ -166,7 +256,8 @@ class HostLimiter:
             # Spread what is left of the window's quota over the time left in it, less the
             # requests already in flight (sent, but maybe not yet counted by the host).
             self._room = self._quota = info.remaining - self._active
-            self._set_rate(self._trust * max(self._room, 1) / max(left, 1.0))
+            rate = self._trust * max(self._room, 1) / max(left, 1.0)
+            self._set_rate(rate, hold=left + _RESET_SLACK)
         elif info.policy_limit is not None and info.policy_window:
             self._set_rate(self._trust * info.policy_limit / info.policy_window)
         elif self.rate < self._base_rate:
@@ -200,11 +291,7 @@ class HostLimiter:
             self._set_rate(self.rate * 0.7)
 
     def _pause(self, seconds: float) -> None:
-        until = self._clock() + seconds
-        if until > self._paused_until:
-            self.paused_seconds += until - max(self._paused_until, self._clock())
-            self._paused_until = until
+        self.paused_seconds += self._pace.pause(seconds)
 
-    def _set_rate(self, rate: float) -> None:
-        rate = min(max(rate, self.options.min_rate), self.options.max_rate)
-        self._interval = 1.0 / rate
+    def _set_rate(self, rate: float, hold: float | None = None) -> None:
+        self._pace.set_rate(min(max(rate, self.options.min_rate), self.options.max_rate), hold)

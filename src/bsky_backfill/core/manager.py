@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,10 +95,15 @@ class JobRunner:
         resolver: IdentityResolver,
         identity_cache: StoreIdentityCache | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        limiter_for: Callable[[str], HostLimiter] | None = None,
+        publish: bool = True,
     ) -> None:
         """``identity_cache``: the resolver's cache when it is kept in the store; it is
         loaded and saved around each page of resolutions, so a resumed or repeated job
-        resolves again only what expired."""
+        resolves again only what expired. ``limiter_for``: host -> its limiter (default:
+        one :class:`HostLimiter` per host in this process; the distributed runner shares
+        them through Redis). ``publish=False``: batches are staged and committed only, and
+        one publisher elsewhere publishes them (many workers, one dataset)."""
         self.options = options
         self._identity_cache = identity_cache
         self.store = store
@@ -112,8 +117,10 @@ class JobRunner:
             job_id=options.job_id,
             worker_id=options.worker_id,
             batch_size=options.batch_size,
+            publish=publish,
         )
         self._limiters: dict[str, HostLimiter] = {}
+        self._new_limiter = limiter_for or (lambda _host: HostLimiter(options.limiter))
 
     @property
     def job_id(self) -> str:
@@ -121,17 +128,55 @@ class JobRunner:
 
     async def run(self, dids: Iterable[str]) -> None:
         """Do every step; returns when every DID is final and its rows are published."""
-        await self._writer.recover()
+        await self.recover()
+        await self.plan(dids)
+        await self._flushing(self._fetch())
+        await self.publish_unbatched()
+
+    async def plan(self, dids: Iterable[str]) -> None:
+        """Add the DIDs and resolve each one's PDS host (steps 2 and 3)."""
         await self._add(dids)
         await self._resolve()
+
+    async def run_shard(self, budgets: Mapping[str, int], *, seconds: float) -> None:
+        """Fetch up to ``budgets[host]`` DIDs of each host, claiming none after ``seconds``
+        (one task of a distributed job, kept shorter than the broker's visibility timeout;
+        other workers may be taking the same hosts' DIDs at once), then write the rest."""
+        gate = asyncio.Semaphore(self.options.max_concurrent_hosts)
+        deadline = time.monotonic() + seconds
+
+        async def hosts() -> None:
+            async with asyncio.TaskGroup() as group:
+                for host, budget in budgets.items():
+                    group.create_task(self._host_worker(host, gate, budget, deadline))
+
+        await self._flushing(hosts())
+
+    async def recover_worker(self, worker_id: str) -> None:
+        """Take back what a dead (or stopped) worker of this job held; others go on."""
+        await self._writer.recover_worker(worker_id)
+
+    async def publish_committed(self) -> int:
+        """Publish the batches workers committed (the one publisher of a distributed job)."""
+        return await self._writer.publish_committed()
+
+    async def publish_unbatched(self) -> None:
+        """Publish final states no batch carried (DIDs that failed to resolve)."""
+        await self._writer.publish_unbatched()
+
+    async def recover(self) -> None:
+        """Take back every claim of a job with no live workers; publish what was committed."""
+        await self._writer.recover()
+
+    async def _flushing(self, work: Coroutine[Any, Any, None]) -> None:
+        """``work``, with batches flushed every ``flush_seconds`` meanwhile and at the end."""
         flusher = asyncio.create_task(self._flush_periodically())
         try:
-            await self._fetch()
+            await work
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
         await self._writer.flush()
-        await self._writer.publish_unbatched()
 
     async def refresh(self) -> int:
         """Before re-running a finished job: ask each DID's PDS for its latest commit and
@@ -241,12 +286,19 @@ class JobRunner:
 
     def _limiter(self, host: str) -> HostLimiter:
         if host not in self._limiters:
-            self._limiters[host] = HostLimiter(self.options.limiter)
+            self._limiters[host] = self._new_limiter(host)
         return self._limiters[host]
 
-    async def _host_worker(self, host: str, gate: asyncio.Semaphore) -> None:
-        """All of one host's DIDs: a feeder claims them in chunks (one transaction per
-        chunk, not per DID) and ``max_in_flight`` lanes process them."""
+    async def _host_worker(
+        self,
+        host: str,
+        gate: asyncio.Semaphore,
+        budget: int | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """All of one host's DIDs (at most ``budget`` claims, none after the monotonic
+        ``deadline``): a feeder claims them in chunks (one transaction per chunk, not
+        per DID) and ``max_in_flight`` lanes process them."""
         async with gate:
             limiter = self._limiter(host)
             lanes = self.options.limiter.max_in_flight
@@ -254,17 +306,27 @@ class JobRunner:
             queue: asyncio.Queue[Claim | None] = asyncio.Queue(maxsize=lanes)
             busy = [0]  # claims handed to lanes and not finished: they may come back
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._feed(host, queue, lanes, busy))
+                group.create_task(self._feed(host, queue, lanes, busy, budget, deadline))
                 for _ in range(lanes):
                     group.create_task(self._lane(queue, limiter, busy))
 
     async def _feed(
-        self, host: str, queue: asyncio.Queue[Claim | None], lanes: int, busy: list[int]
+        self,
+        host: str,
+        queue: asyncio.Queue[Claim | None],
+        lanes: int,
+        busy: list[int],
+        budget: int | None,
+        deadline: float | None,
     ) -> None:
-        while True:
+        left = budget
+        while (left is None or left > 0) and (deadline is None or time.monotonic() < deadline):
+            want = 2 * lanes if left is None else min(2 * lanes, left)
             claims = await self.store.claim(
-                self.job_id, 2 * lanes, worker_id=self.options.worker_id, host=host
+                self.job_id, want, worker_id=self.options.worker_id, host=host
             )
+            if left is not None:
+                left -= len(claims)
             for claim in claims:
                 busy[0] += 1
                 await queue.put(claim)

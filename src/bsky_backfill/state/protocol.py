@@ -42,8 +42,8 @@ DIDs are pending again and will be fetched anew). A crash before step 3 leaves D
 and the staged rows discarded; after step 3, the rows are published exactly once.
 
 ``recover`` is for a job with no live workers (one machine, or all workers of a cluster
-stopped): it takes back every claim. ``claimed_at`` and the batch owner are stored so a
-distributed runner can later take back only an expired worker's claims.
+stopped): it takes back every claim. ``recover(job_id, worker_id=w)`` takes back only a
+dead worker's claims and open batches while the others go on (the distributed runner).
 
 Re-runs: ``repos`` yields each final DID's stored outcome (its ``rev``, to compare with
 ``getLatestCommit``); ``reopen`` makes changed DIDs pending again and remembers the batch
@@ -202,9 +202,18 @@ class BatchLedger(Protocol):
         """``{did: old batch id}`` for the batch's DIDs whose older rows it replaces."""
         ...
 
-    async def recover(self, job_id: str) -> Recovery:
+    async def recover(self, job_id: str, *, worker_id: str | None = None) -> Recovery:
         """Take back every claim and abandon every open batch of a job with no live workers,
-        in one transaction, and say what the sink must publish or discard. Idempotent."""
+        in one transaction, and say what the sink must publish or discard. Idempotent.
+
+        With ``worker_id``: only that (dead) worker's claims and open batches, while other
+        workers go on; ``abandoned`` then names the staged batches to discard (other
+        workers' staged batches are not yet known to the store and must be kept)."""
+        ...
+
+    async def unpublished(self, job_id: str) -> list[str]:
+        """Committed batches not yet marked published, oldest first: what a single publisher
+        (the distributed coordinator) publishes while workers only stage and commit."""
         ...
 
 

@@ -31,8 +31,10 @@ async def test_configs_keep_every_version_and_list_the_latest(tmp_path: Path) ->
 async def test_started_jobs_survive_a_reopening_newest_first(tmp_path: Path) -> None:
     path = tmp_path / "server.sqlite"
     registry = await Registry.open(path)
-    older = StartedJob("a", "a", 1, tmp_path / "a.sqlite", datetime(2026, 1, 1, tzinfo=UTC))
-    newer = StartedJob("b", None, None, tmp_path / "b.sqlite", datetime(2026, 1, 2, tzinfo=UTC))
+    older = StartedJob("a", "a", 1, str(tmp_path / "a.sqlite"), datetime(2026, 1, 1, tzinfo=UTC))
+    newer = StartedJob(
+        "b", None, None, str(tmp_path / "b.sqlite"), datetime(2026, 1, 2, tzinfo=UTC)
+    )
     try:
         await registry.record_job(older)
         await registry.record_job(newer)

@@ -276,6 +276,15 @@ def test_the_config_defaults_fit_the_default_limits(root: Path, policy: ApiPolic
     check_api_config(load(root), policy)
 
 
+def test_a_distributed_section_is_refused_the_operator_sets_it(
+    root: Path, policy: ApiPolicy
+) -> None:
+    config = load(root, distributed="{state_url: 'postgresql://db.example/x'}")
+    problems = refused(config, policy)
+    assert list(problems) == ["backfill.distributed"]
+    assert "set by the server's operator" in problems["backfill.distributed"]
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="positive"):
         ApiLimits(requests_per_second=0)

@@ -218,6 +218,38 @@ async def test_recover_abandons_open_batches_and_releases_claims(store: SqlJobSt
     assert (await store.recover(JOB)).abandoned == ()
 
 
+async def test_recovering_one_worker_leaves_the_others_claims_and_batches(
+    store: SqlJobStore,
+) -> None:
+    await new_job(store, [did(i) for i in range(6)])
+    dead = await store.claim(JOB, 2, worker_id="dead")
+    live = await store.claim(JOB, 2, worker_id="live")
+    dead_batch = await store.next_batch_id(JOB, worker_id="dead")
+    live_batch = await store.next_batch_id(JOB, worker_id="live")
+
+    recovery = await store.recover(JOB, worker_id="dead")
+    assert (recovery.abandoned, recovery.released) == ((dead_batch,), 2)
+    counts = await store.counts(JOB)
+    assert (counts[DidState.PENDING], counts[DidState.IN_PROGRESS]) == (4, 2)
+    await store.commit_batch(JOB, live_batch, [complete(c.did) for c in live])  # unharmed
+    with pytest.raises(BatchRejected, match="abandoned"):
+        await store.commit_batch(JOB, dead_batch, [complete(c.did) for c in dead])
+
+
+async def test_unpublished_lists_committed_batches_oldest_first(store: SqlJobStore) -> None:
+    await new_job(store, [did(i) for i in range(4)])
+    first = await commit(
+        store, [complete(c.did) for c in await store.claim(JOB, 2, worker_id="w1")]
+    )
+    second = await commit(
+        store, [complete(c.did) for c in await store.claim(JOB, 2, worker_id="w1")]
+    )
+    await store.next_batch_id(JOB, worker_id="w1")  # open: not committed, not listed
+    assert await store.unpublished(JOB) == [first, second]
+    await store.mark_published(JOB, first)
+    assert await store.unpublished(JOB) == [second]
+
+
 async def test_release_returns_the_attempt(store: SqlJobStore) -> None:
     await new_job(store, [did(1), did(2)])
     claims = await store.claim(JOB, 2, worker_id="w1")

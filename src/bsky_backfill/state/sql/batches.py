@@ -18,7 +18,15 @@ from bsky_backfill.state.model import BatchState, Recovery, format_batch_id, hos
 from bsky_backfill.state.sql._util import IN_CHUNK, chunked
 from bsky_backfill.state.sql.schema import batches, dids, jobs
 
-__all__ = ["check_rows", "commit_batch", "mark_published", "next_batch", "recover", "superseded"]
+__all__ = [
+    "check_rows",
+    "commit_batch",
+    "mark_published",
+    "next_batch",
+    "recover",
+    "superseded",
+    "unpublished",
+]
 
 _FINAL: Final = tuple(sorted(s.value for s in FINAL_STATES))
 _SHOWN: Final = 5  # DIDs named in a rejection message
@@ -131,16 +139,22 @@ async def superseded(conn: AsyncConnection, job: int, seq: int) -> dict[str, str
     return {did: format_batch_id(old) for did, old in await conn.execute(query)}
 
 
-async def recover(conn: AsyncConnection, job: int) -> Recovery:
-    """See ``BatchLedger.recover``. Attempts are kept: see the protocol's docstring."""
+async def recover(conn: AsyncConnection, job: int, worker_id: str | None = None) -> Recovery:
+    """See ``BatchLedger.recover``. Attempts are kept: see the protocol's docstring.
+    With ``worker_id``, only that worker's claims and open batches."""
+    held = [dids.c.job == job, dids.c.state == DidState.IN_PROGRESS.value]
+    opened = [batches.c.job == job, batches.c.state == BatchState.OPEN.value]
+    if worker_id is not None:
+        held.append(dids.c.worker_id == worker_id)
+        opened.append(batches.c.worker_id == worker_id)
     released = await conn.execute(
         dids.update()
-        .where(dids.c.job == job, dids.c.state == DidState.IN_PROGRESS.value)
+        .where(*held)
         .values(state=DidState.PENDING.value, worker_id=None, claimed_at=None)
     )
     abandoned = await conn.scalars(
         batches.update()
-        .where(batches.c.job == job, batches.c.state == BatchState.OPEN.value)
+        .where(*opened)
         .values(state=BatchState.ABANDONED.value)
         .returning(batches.c.seq)
     )
@@ -163,6 +177,16 @@ async def recover(conn: AsyncConnection, job: int) -> Recovery:
         abandoned=abandoned_ids,
         released=released.rowcount,
     )
+
+
+async def unpublished(conn: AsyncConnection, job: int) -> list[str]:
+    """See ``BatchLedger.unpublished``."""
+    seqs = await conn.scalars(
+        select(batches.c.seq)
+        .where(batches.c.job == job, batches.c.state == BatchState.COMMITTED.value)
+        .order_by(batches.c.seq)
+    )
+    return [format_batch_id(seq) for seq in seqs]
 
 
 async def _lock_batch(conn: AsyncConnection, job: int, seq: int) -> Row[*tuple[Any, ...]] | None:

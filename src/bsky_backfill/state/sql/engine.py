@@ -13,8 +13,9 @@ SQLite (the default, one file next to the output):
 PostgreSQL: asyncpg; ``options.schema`` puts the tables in a schema of their own (created
 if missing), which is also how tests isolate themselves.
 
-Creating the schema takes a lock (the SQLite write lock; a PostgreSQL advisory lock), so
-workers opening one store at once do not race each other's ``CREATE TABLE``.
+The schema is made and upgraded by Alembic (``bsky_backfill.state.migrations``) when a
+store opens, under a lock (the SQLite write lock; a PostgreSQL advisory lock), so workers
+opening one store at once do not race each other's migrations.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bsky_backfill.errors import ConfigError, StoreError
-from bsky_backfill.state.sql.schema import SCHEMA_VERSION, metadata, store_meta
+from bsky_backfill.state.migrations import upgrade_to_head
+from bsky_backfill.state.sql.schema import SCHEMA_VERSION, store_meta
 
 __all__ = [
     "READ_ONLY",
@@ -158,20 +160,25 @@ def _sqlite_events(engine: AsyncEngine, options: StoreOptions) -> None:
 
 
 async def ensure_schema(engine: AsyncEngine, schema: str | None) -> None:
-    """Create the tables if missing and check the schema version, in one transaction.
+    """Migrate the schema to the newest revision and check its version, in one locked
+    transaction: a fresh database gets every table, a store made before Alembic is
+    stamped at the first revision, and concurrent openers wait for each other.
 
-    Idempotent. Raises ``StoreError`` if the database holds another schema version.
+    Idempotent. Raises ``StoreError`` if the database is at a revision or schema version
+    this code does not know.
     """
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(select(text(f"pg_advisory_xact_lock({_SCHEMA_LOCK})")))
             if schema is not None:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(upgrade_to_head, schema)
         await _check_version(conn)
 
 
 async def _check_version(conn: AsyncConnection) -> None:
+    """Record ``SCHEMA_VERSION`` in a new store, or refuse one marked with another (the
+    guard of stores made before Alembic, kept so such a store is never stamped wrongly)."""
     found = await conn.scalar(
         select(store_meta.c.value).where(store_meta.c.key == "schema_version")
     )

@@ -59,7 +59,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
-"""Bumped by every change to the tables below (later: by every Alembic revision)."""
+"""The pre-Alembic marker in ``store_meta``: stays 1 for good. The schema's version is
+now its Alembic revision (``state/migrations``); bumping this without rewriting
+``store_meta`` in a revision would make every existing store refuse to open."""
 
 metadata = MetaData(
     naming_convention={

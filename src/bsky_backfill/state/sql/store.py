@@ -293,9 +293,13 @@ class SqlJobStore:
             return await batches.superseded(conn, await self._key(conn, job_id), seq)
 
     @finishes_before_cancel
-    async def recover(self, job_id: str) -> Recovery:
+    async def recover(self, job_id: str, *, worker_id: str | None = None) -> Recovery:
         async with self._tx("recover") as conn:
-            return await batches.recover(conn, await self._key(conn, job_id))
+            return await batches.recover(conn, await self._key(conn, job_id), worker_id)
+
+    async def unpublished(self, job_id: str) -> list[str]:
+        async with self._tx("unpublished", read_only=True) as conn:
+            return await batches.unpublished(conn, await self._key(conn, job_id))
 
     @staticmethod
     def _seq(job_id: str, batch_id: str) -> int:

@@ -1,0 +1,142 @@
+"""What the tasks do, as coroutines: plan a job, process one shard.
+
+Both open the job's shared state (PostgreSQL, ``distributed.state_url``) and sink from
+the config the task carries. A shard task's worker id is its Celery task id, the same
+on a redelivery: the redelivered run first takes back what its killed predecessor held
+(claims, uncommitted staged batches) and then does its budget of work. A task claims
+nothing after its time budget (a third of the visibility timeout), so a slow host never
+makes a task outlive the timeout; its lease (``control.ShardLease``) covers the rest.
+Workers stage and commit; only the coordinator publishes, so many workers never rewrite
+one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bsky_backfill.config.schema import BackfillConfig
+from bsky_backfill.core.job import job_runner, limiter_options, open_job, source_dids
+from bsky_backfill.core.outputs import open_sink
+from bsky_backfill.distributed.control import CancelFlags, ShardLease
+from bsky_backfill.distributed.limiter import SharedLimiters
+from bsky_backfill.errors import ConfigError
+from bsky_backfill.sinks import AsyncSink
+from bsky_backfill.state.model import JobState
+from bsky_backfill.state.sql.engine import StoreOptions
+from bsky_backfill.state.sql.store import SqlJobStore
+
+__all__ = ["ShardReport", "open_shared_store", "plan_job", "process_shard", "shard_worker_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardReport:
+    """What one shard task did."""
+
+    worker_id: str
+    done: int
+    records: int
+    cancelled: bool
+    duplicate: bool = False
+    """Another live run of the same task held the lease: this one did nothing."""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def shard_worker_id(task_id: str) -> str:
+    return f"shard-{task_id}"
+
+
+@contextlib.asynccontextmanager
+async def open_shared_store(config: BackfillConfig) -> AsyncIterator[SqlJobStore]:
+    """The job store every worker of the job shares. Raises ``ConfigError`` without
+    ``distributed.state_url``."""
+    spec = config.distributed
+    if spec.state_url is None:
+        raise ConfigError(
+            "a distributed job needs a shared PostgreSQL job store: set "
+            "distributed.state_url (postgresql://user@host/db, credentials in ${ENV})",
+            key="backfill.distributed.state_url",
+        )
+    store = await SqlJobStore.open(spec.state_url, StoreOptions(schema=spec.state_schema))
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def plan_job(config: BackfillConfig, config_text: str) -> None:
+    """Read the source, add its DIDs and resolve each one's host (or, for a job that
+    finished before, reopen the DIDs whose repo changed)."""
+    async with open_shared_store(config) as store:
+        job = await open_job(store, config, config_text)
+        sink = AsyncSink(open_sink(config))
+        async with job_runner(config, store, sink, worker_id="planner") as runner:
+            if job.state is JobState.COMPLETED:
+                await runner.refresh()
+            else:
+                await runner.plan(await source_dids(config, runner.client))
+
+
+async def process_shard(
+    config: BackfillConfig,
+    task_id: str,
+    budgets: Mapping[str, int],
+    *,
+    seconds: float,
+    egress_id: str,
+) -> ShardReport:
+    """Fetch up to ``budgets[host]`` DIDs of each host, claiming none after ``seconds``,
+    stopping early (claims given back) when the job's cancel flag is raised. Returns at
+    once when another live run of the same task holds its lease."""
+    worker_id = shard_worker_id(task_id)
+    spec = config.distributed
+    scope = "cluster" if spec.rate_limit_scope == "cluster" else egress_id
+    async with (
+        open_shared_store(config) as store,
+        CancelFlags.open(spec.redis_url, spec.key_prefix) as flags,
+        SharedLimiters.open(
+            spec.redis_url, spec.key_prefix, scope, limiter_options(config)
+        ) as limiters,
+    ):
+        lease = ShardLease(flags, task_id)
+        if not await lease.acquire():
+            return ShardReport(worker_id, 0, 0, cancelled=False, duplicate=True)
+        sink = AsyncSink(open_sink(config))
+        async with (
+            lease.kept(),
+            job_runner(
+                config, store, sink, worker_id=worker_id, limiter_for=limiters.get, publish=False
+            ) as runner,
+        ):
+            await runner.recover_worker(worker_id)  # what a killed run of this task held
+            if await flags.is_cancelled(config.name):
+                return ShardReport(worker_id, 0, 0, cancelled=True)
+            work = runner.run_shard(budgets, seconds=seconds)
+            cancelled = await _until_cancelled(work, flags, config.name)
+            if cancelled:
+                await runner.recover_worker(worker_id)
+            return ShardReport(worker_id, runner.progress.done, runner.progress.records, cancelled)
+
+
+async def _until_cancelled(
+    work: Coroutine[Any, Any, None], flags: CancelFlags, job_id: str
+) -> bool:
+    """Run ``work`` until it ends (False) or the job's flag is raised (True: work stopped)."""
+    working = asyncio.create_task(work)
+    watching = asyncio.create_task(flags.wait(job_id))
+    try:
+        done, _ = await asyncio.wait({working, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (working, watching):
+            task.cancel()
+        await asyncio.gather(working, watching, return_exceptions=True)
+    if working in done:
+        working.result()  # the work's own error, if it failed
+        return False
+    watching.result()  # Redis unreachable, if that is why the watch ended
+    return True
