@@ -648,3 +648,22 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo(f"interrupted after {time.monotonic() - started:.1f} s", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug: one line for the user, the traceback kept for a report
+        report = _keep_traceback()
+        typer.echo(
+            f"error: internal error (a bug in bsky-backfill, please report it): "
+            f"{type(exc).__name__}: {exc}; traceback in {report}",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _keep_traceback() -> str:
+    """The current exception's traceback, written to a new file in the temp folder."""
+    import tempfile
+    import traceback
+
+    handle, path = tempfile.mkstemp(prefix="bsky-backfill-error-", suffix=".txt")
+    with open(handle, "w", encoding="utf-8") as out:
+        traceback.print_exc(file=out)
+    return path

@@ -52,6 +52,7 @@ __all__ = [
     "BatchRejected",
     "ConfigError",
     "ConfigProblems",
+    "CoordinatorBusy",
     "CorruptBlock",
     "DidNotFound",
     "DidResolutionError",
@@ -63,6 +64,7 @@ __all__ = [
     "InvalidKey",
     "InvalidRepo",
     "InvalidSyntax",
+    "JobCancelled",
     "JobNotFound",
     "MalformedBlock",
     "MalformedCar",
@@ -84,6 +86,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TruncatedRepo",
+    "WorkerTaskFailed",
     "XrpcError",
 ]
 
@@ -287,6 +290,19 @@ class StoreError(BackfillError):
 
 class JobNotFound(StoreError):
     """No job with this id exists in the store."""
+
+
+class JobCancelled(BackfillError):
+    """The job was cancelled (``bsky-backfill cancel``, the API); run it again to resume."""
+
+
+class CoordinatorBusy(BackfillError):
+    """Another coordinator (``run --distributed`` or a server) is running this job now."""
+
+
+class WorkerTaskFailed(BackfillError):
+    """A distributed job's tasks failed on the workers (planning failed, or shard tasks
+    kept failing round after round), or no worker took them: the message says which."""
 
 
 class BatchRejected(StoreError):

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -88,13 +89,38 @@ class Workers:
             log.close()
 
 
+@dataclass
+class Cluster:
+    """A fresh PostgreSQL schema, a Celery queue of its own and the workers on it."""
+
+    schema: str
+    queue: str
+    workers: Workers
+
+    def prepare(self, tmp_path: Path, fakenet: dict[str, object], rate: float = 20) -> Path:
+        """A job over ``fakenet``'s DIDs, in ``tmp_path/dist``; its config's path."""
+        folder = tmp_path / "dist"
+        folder.mkdir()
+        (folder / "dids.txt").write_text("\n".join(dids_of(fakenet)) + "\n")
+        return distributed_job(fakenet["plc"], self.schema, folder, rate=rate)
+
+    def run(self, config: Path) -> subprocess.Popen[bytes]:
+        """``run --distributed`` on this cluster's queue, started."""
+        return start_run(config, self.queue)
+
+    def complete(self, config: Path, *, workers: int) -> None:
+        """Start ``workers`` workers, run the job to its end (exit 0)."""
+        self.workers.start(workers)
+        assert finished(self.run(config), config) == 0
+
+
 @pytest.fixture
-def workers(tmp_path: Path, queue: str) -> Iterator[Workers]:
-    running = Workers(tmp_path, queue)
+def cluster(tmp_path: Path, schema: str, queue: str) -> Iterator[Cluster]:
+    running = Cluster(schema, queue, Workers(tmp_path, queue))
     try:
         yield running
     finally:
-        running.stop()
+        running.workers.stop()
 
 
 def distributed_job(plc: object, schema: str, folder: Path, *, rate: float = 20) -> Path:
@@ -110,8 +136,8 @@ def distributed_job(plc: object, schema: str, folder: Path, *, rate: float = 20)
 
 
 def start_run(config: Path, queue: str) -> subprocess.Popen[bytes]:
-    command = [*CLI, "run", str(config), "--distributed", "--broker", REDIS, "--queue", queue]
-    command += ["--visibility-timeout", VISIBILITY]
+    command = [*CLI, "run", str(config), "--distributed", "--broker", REDIS]
+    command += ["--queue", queue, "--visibility-timeout", VISIBILITY]
     with (config.parent / "run.log").open("ab") as log:  # the child keeps its own copy
         return subprocess.Popen(command, cwd=config.parent, stdout=log, stderr=log)
 
@@ -150,26 +176,17 @@ def without_fetched_at(
     )
 
 
-def prepare(tmp_path: Path, fakenet: dict[str, object], schema: str, rate: float = 20) -> Path:
-    folder = tmp_path / "dist"
-    folder.mkdir()
-    (folder / "dids.txt").write_text("\n".join(dids_of(fakenet)) + "\n")
-    return distributed_job(fakenet["plc"], schema, folder, rate=rate)
-
-
 @pytest.mark.timeout(600)
 def test_three_workers_write_the_single_process_dataset_even_with_one_killed(
     tmp_path: Path,
     fakenet_process: dict[str, object],
-    schema: str,
-    queue: str,
-    workers: Workers,
+    cluster: Cluster,
 ) -> None:
-    config = prepare(tmp_path, fakenet_process, schema)
-    workers.start(3)
-    running = start_run(config, queue)
+    config = cluster.prepare(tmp_path, fakenet_process)
+    cluster.workers.start(3)
+    running = cluster.run(config)
     time.sleep(6)
-    victim = workers.processes[0]
+    victim = cluster.workers.processes[0]
     assert victim.poll() is None, "the worker died before it was killed"
     victim.send_signal(signal.SIGKILL)
     assert finished(running, config) == 0
@@ -195,13 +212,10 @@ def tight_fakenet() -> Iterator[dict[str, object]]:
 def test_the_workers_together_keep_each_host_within_its_policy(
     tmp_path: Path,
     tight_fakenet: dict[str, object],
-    schema: str,
-    queue: str,
-    workers: Workers,
+    cluster: Cluster,
 ) -> None:
-    config = prepare(tmp_path, tight_fakenet, schema)
-    workers.start(3)
-    assert finished(start_run(config, queue), config) == 0
+    config = cluster.prepare(tmp_path, tight_fakenet)
+    cluster.complete(config, workers=3)
     log = httpx.get(f"{tight_fakenet['plc']}/_fakenet/log", timeout=30).json()
     entries = [e for e in log["entries"] if e["host"] is not None]
     assert log["dropped"] == 0
@@ -237,28 +251,32 @@ def slow_fakenet() -> Iterator[dict[str, object]]:
 def test_cancel_stops_every_worker_and_a_new_worker_set_resumes_exactly(
     tmp_path: Path,
     slow_fakenet: dict[str, object],
-    schema: str,
-    queue: str,
-    workers: Workers,
+    cluster: Cluster,
 ) -> None:
-    config = prepare(tmp_path, slow_fakenet, schema)
-    workers.start(3)
-    running = start_run(config, queue)
-    workers.wait_for_shards(3)
+    config = cluster.prepare(tmp_path, slow_fakenet)
+    cluster.workers.start(3)
+    running = cluster.run(config)
+    cluster.workers.wait_for_shards(3)
+    second = cluster.run(config)  # a second coordinator of the same job is refused
+    assert second.wait(timeout=60) == 1
+    assert (
+        "CoordinatorBusy: job dist is being run by another"
+        in (config.parent / "run.log").read_text()
+    )
     asked = time.monotonic()
     cancel = subprocess.run([*CLI, "cancel", str(config)], capture_output=True, text=True)
     assert cancel.returncode == 0, cancel.stderr
     assert running.wait(timeout=60) == 1
     assert time.monotonic() - asked < 15
     assert "JobCancelled" in (config.parent / "run.log").read_text()
-    assert workers.log().count("'cancelled': True") >= 3, "every busy worker stopped early"
-    workers.stop()
+    assert cluster.workers.log().count("'cancelled': True") >= 3, "every busy worker stopped early"
+    cluster.workers.stop()
 
-    fresh = Workers(tmp_path / "second", queue)
+    fresh = Workers(tmp_path / "second", cluster.queue)
     (tmp_path / "second").mkdir()
     fresh.start(2)
     try:
-        assert finished(start_run(config, queue), config) == 0
+        assert finished(cluster.run(config), config) == 0
     finally:
         fresh.stop()
     assert rows(config.parent / "out") == reference(tmp_path, slow_fakenet)
@@ -268,14 +286,12 @@ def test_cancel_stops_every_worker_and_a_new_worker_set_resumes_exactly(
 def test_the_server_sends_its_jobs_to_the_workers_and_reports_their_progress(
     tmp_path: Path,
     fakenet_process: dict[str, object],
-    schema: str,
-    queue: str,
-    workers: Workers,
+    cluster: Cluster,
 ) -> None:
-    workers.start(2)
-    options = ["--allow-private-addresses", "--broker", REDIS, "--queue", queue]
+    cluster.workers.start(2)
+    options = ["--allow-private-addresses", "--broker", REDIS, "--queue", cluster.queue]
     options += ["--visibility-timeout", VISIBILITY, "--state-url", postgres_url()]
-    options += ["--state-schema", schema]
+    options += ["--state-schema", cluster.schema]
     dids = dids_of(fakenet_process)
     with running_server(tmp_path / "server", *options) as server:
         (server.root / "dids.txt").write_text("\n".join(dids) + "\n")
@@ -300,21 +316,46 @@ CLOUD = {
 def test_workers_share_a_cloud_sink_without_clobbering(
     tmp_path: Path,
     fakenet_process: dict[str, object],
-    schema: str,
-    queue: str,
-    workers: Workers,
+    cluster: Cluster,
     aws: Moto,
     sink: str,
 ) -> None:
     aws.bucket("datasets")
-    config = prepare(tmp_path, fakenet_process, schema)
+    config = cluster.prepare(tmp_path, fakenet_process)
     local = "  storage: {type: parquet, path: " + str(config.parent / "out") + "}\n"
     cloud = "  storage: " + CLOUD[sink].replace("{url}", aws.url) + "\n"
     config.write_text(config.read_text().replace(local, cloud))
-    workers.start(3)  # after `aws`: they inherit its environment (endpoint credentials)
-    assert finished(start_run(config, queue), config) == 0
+    cluster.workers.start(3)  # after `aws`: they inherit its environment (endpoint credentials)
+    assert finished(cluster.run(config), config) == 0
     if sink == "s3":
         found = visible_s3("s3://datasets/dist", aws.url)
     else:
         found = visible_dynamodb(aws.client("dynamodb"), aws.client("s3"), "dist")
     assert without_fetched_at(found) == reference(tmp_path, fakenet_process)
+
+
+@pytest.mark.timeout(600)
+def test_a_finished_job_run_again_fetches_only_the_repos_that_changed(
+    tmp_path: Path,
+    fakenet_process: dict[str, object],
+    cluster: Cluster,
+) -> None:
+    config = cluster.prepare(tmp_path, fakenet_process)
+    cluster.complete(config, workers=2)
+    plc, (changed, gone) = fakenet_process["plc"], dids_of(fakenet_process)[:2]
+    post = {
+        "$type": "app.bsky.feed.post",
+        "text": "written between the runs",
+        "createdAt": "2025-01-15T12:00:00.000Z",
+    }
+    record = {"did": changed, "collection": "app.bsky.feed.post", "rkey": "3lbetweenruns2"}
+    assert httpx.put(f"{plc}/_fakenet/record", json={**record, "value": post}).status_code == 200
+    assert httpx.post(
+        f"{plc}/_fakenet/status", json={"did": gone, "status": "takendown"}
+    ).is_success
+    httpx.delete(f"{plc}/_fakenet/log")
+
+    assert finished(cluster.run(config), config) == 0
+    log = httpx.get(f"{plc}/_fakenet/log", params={"endpoint": "com.atproto.sync.getRepo"}).json()
+    assert {entry["did"] for entry in log["entries"]} == {changed, gone}  # nothing else
+    assert rows(config.parent / "out") == reference(tmp_path, fakenet_process)

@@ -152,3 +152,26 @@ def test_run_into_a_missing_dynamodb_table_exits_1_with_one_line_naming_it(
     assert result.stderr.startswith("error: StorageMissing: DynamoDB table results does not exist")
     assert "create_tables: true" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_is_kept_in_a_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import tempfile
+
+    from bsky_backfill import cli
+
+    def broken() -> None:
+        raise ValueError("an invariant broke")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "internal error" in line
+    assert "ValueError: an invariant broke" in line
+    (kept,) = tmp_path.glob("bsky-backfill-error-*.txt")
+    assert str(kept) in line
+    assert "Traceback" in kept.read_text()

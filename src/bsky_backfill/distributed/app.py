@@ -5,8 +5,9 @@ A task is acknowledged only when it ends (``acks_late``), a task whose worker pr
 died is rejected back to the queue (``task_reject_on_worker_lost``), and each worker
 takes one task at a time (prefetch 1), so a kill -9 loses at most the tasks in flight,
 which Redis hands out again after ``visibility_timeout``. The timeout must be longer
-than the longest task, or a slow task is handed out twice (harmless here: shard tasks
-are idempotent, only wasteful); ``distributed.shard_size`` keeps tasks short.
+than the longest task, or a task is handed out again while it runs: shard tasks stop
+claiming after a third of it, and a copy handed out while the first still runs sees the
+first's lease and does nothing (``control.Lease``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def celery_app(settings: BrokerSettings) -> Celery:
         transport["global_keyprefix"] = settings.key_prefix
     app.conf.update(
         task_acks_late=True,
+        task_track_started=True,  # the coordinator tells "queued" from "running"
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,

@@ -5,11 +5,12 @@ shard task watches it and stops within a second. A flag stays until the job is s
 again (the coordinator clears it on start), so a shard task still queued when the job
 was cancelled returns at once when a worker takes it.
 
-Shard leases: a shard task holds a short lease on its task id while it runs, renewed
-every second. If the broker hands the task out again while it still runs (it outlived
-the visibility timeout), the second copy sees the lease and returns at once instead of
-taking back the live run's claims. A killed run's lease lapses within seconds, so its
-redelivered copy goes ahead.
+Leases: a shard task holds a short lease on its task id while it runs, renewed every
+second. If the broker hands the task out again while it still runs (it outlived the
+visibility timeout), the second copy sees the lease and returns at once instead of
+taking back the live run's claims; the coordinator takes back only the claims of shard
+runs whose lease is gone (their worker died). A killed run's lease lapses within
+seconds. A job's coordinator holds one too, so two coordinators never run one job.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 
 from bsky_backfill.errors import StoreUnavailable
 
-__all__ = ["POLL_SECONDS", "CancelFlags", "ShardLease"]
+__all__ = ["POLL_SECONDS", "CancelFlags", "Lease"]
 
 _T = TypeVar("_T")
 
@@ -77,17 +78,26 @@ class CancelFlags:
             raise StoreUnavailable(f"Redis unavailable for cancel flags: {exc}") from exc
 
 
-class ShardLease:
-    """A lease on one shard task id, held while ``async with lease.held():`` runs."""
+class Lease:
+    """A lease named ``name`` (a shard task id, a job's coordinator) held by one run:
+    ``acquire``, then ``async with lease.kept():`` renews it every second and gives it
+    back after; ``lost`` is set if a renewal found it gone (the run stalled past the TTL
+    and another run may have taken over: stop)."""
 
     TTL_SECONDS: Final = 5.0
     RENEW_SECONDS: Final = 1.0
 
-    def __init__(self, flags: CancelFlags, task_id: str) -> None:
+    def __init__(self, flags: CancelFlags, name: str) -> None:
         self.client = flags.client
-        self._key = f"{flags.prefix}:lease:{task_id}"
+        self.lost = asyncio.Event()
+        self._key = f"{flags.prefix}:lease:{name}"
         self._token = uuid.uuid4().hex
         self._renew = self.client.register_script(_RENEW)
+        self._release = self.client.register_script(_RELEASE)
+
+    async def held_elsewhere(self) -> bool:
+        """Whether a live run holds the lease now (for runs that did not acquire it)."""
+        return bool(await CancelFlags.call(self.client.exists(self._key)))
 
     async def acquire(self) -> bool:
         """True if this run holds the lease now; False if a live run holds it."""
@@ -97,26 +107,41 @@ class ShardLease:
 
     @asynccontextmanager
     async def kept(self) -> AsyncIterator[None]:
-        """Renew the acquired lease every second while the block runs; release it after."""
+        """Renew the acquired lease while the block runs; give it back after (only if it
+        is still this run's: a lapsed lease may be another run's by now)."""
         renewing = asyncio.create_task(self._keep_renewing())
         try:
             yield
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
-            await CancelFlags.call(self.client.delete(self._key))
+            await CancelFlags.call(self._release(keys=[self._key], args=[self._token]))
 
     async def _keep_renewing(self) -> None:
         ttl = int(self.TTL_SECONDS * 1000)
         while True:
             await asyncio.sleep(self.RENEW_SECONDS)
-            await CancelFlags.call(self._renew(keys=[self._key], args=[self._token, ttl]))
+            try:
+                renewed = await CancelFlags.call(
+                    self._renew(keys=[self._key], args=[self._token, ttl])
+                )
+            except StoreUnavailable:
+                renewed = 0  # cannot prove it is still ours
+            if not renewed:
+                self.lost.set()
+                return
 
 
-# Extend the lease only if this run still holds it (compare and set, atomically).
+# Extend / delete the lease only if this run still holds it (compare and act, atomically).
 _RENEW: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
 end
 return 0
 """

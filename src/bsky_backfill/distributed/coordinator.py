@@ -2,10 +2,11 @@
 through a task, sends shard tasks to the workers, publishes what they commit, and
 finishes the dataset.
 
-The loop, every second: publish committed batches (the coordinator is the one
-publisher); when no shard task is outstanding, send shards for every host with pending
-DIDs — or, if DIDs are still claimed with nobody working, take them back first (their
-worker died and its task is not coming back). Done when every DID is final. A killed
+The coordinator holds the job's lease (one coordinator per job) and is the one publisher.
+The loop, every second: publish committed batches; when no shard task is outstanding,
+take back the claims of workers whose lease is gone (they died and their task is not
+coming back; a live run keeps its lease, so its work is never taken from it), then send
+shards for every host with due pending DIDs. Done when every DID is final. A killed
 worker's task comes back by itself (``acks_late``) and its redelivered run takes back
 what the dead one held. Cancelling (the flag in Redis) reaches every worker within a
 second; the coordinator waits for the shard tasks to return, then marks the job
@@ -15,12 +16,13 @@ cancelled, resumable by running it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from celery import Celery
 from celery.result import AsyncResult
@@ -35,36 +37,44 @@ from bsky_backfill.core.job import (
 )
 from bsky_backfill.core.manager import JobRunner, Progress
 from bsky_backfill.core.models import DidState
-from bsky_backfill.distributed.control import CancelFlags
+from bsky_backfill.distributed.control import CancelFlags, Lease
 from bsky_backfill.distributed.shards import cut_shards
 from bsky_backfill.distributed.steps import open_shared_store
 from bsky_backfill.distributed.tasks import PLAN_TASK, SHARD_TASK
-from bsky_backfill.errors import BackfillError
+from bsky_backfill.errors import CoordinatorBusy, JobCancelled, WorkerTaskFailed
 from bsky_backfill.sinks import AsyncSink
 from bsky_backfill.state.model import JobState
 from bsky_backfill.state.sql.store import SqlJobStore
 
-__all__ = ["JobCancelled", "ShardTaskFailed", "run_distributed"]
+__all__ = ["run_distributed"]
 
 _TICK: Final = 1.0
 _MAX_FAILED_ROUNDS: Final = 3
-
-
-class JobCancelled(BackfillError):
-    """The job was cancelled (its flag raised); it resumes when run again."""
-
-
-class ShardTaskFailed(BackfillError):
-    """Shard tasks kept failing round after round: ``detail`` is the last task's error."""
+_NO_WORKER_SECONDS: Final = 120.0
 
 
 @dataclass
-class _Round:
-    """Shard tasks sent and not yet finished, and how many rounds failed in a row."""
+class _Job:
+    """What the loop works with: the job, its Celery app, store, publisher and flags."""
 
-    outstanding: list[AsyncResult]
+    config: BackfillConfig
+    text: str
+    app: Celery
+    base_dir: Path
+    store: SqlJobStore
+    runner: JobRunner
+    flags: CancelFlags
+    on_progress: Callable[[Progress], None] | None
+    outstanding: list[AsyncResult] = field(default_factory=list)
     failed_rounds: int = 0
-    last_error: str = ""
+
+    @property
+    def job_id(self) -> str:
+        return self.config.name
+
+    def send(self, task: str, *args: Any) -> AsyncResult:
+        """Blocking (the broker): call it in a thread."""
+        return self.app.send_task(task, args=[self.text, str(self.base_dir), *args])
 
 
 async def run_distributed(
@@ -75,84 +85,165 @@ async def run_distributed(
     base_dir: Path,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> JobOutcome:
-    """Run (or resume) the job on the workers consuming ``app``'s queue; returns when its
-    dataset is complete. Raises ``JobCancelled`` when its flag is raised (or this call
-    is cancelled, which raises the flag), ``ShardTaskFailed`` when tasks keep failing,
-    and what the store, sink or preflight raise."""
+    """Run (or resume, or refresh) the job on the workers consuming ``app``'s queue;
+    returns when its dataset is complete. Raises ``JobCancelled`` when its flag is raised
+    (or this call is cancelled, which raises the flag), ``CoordinatorBusy`` when another
+    coordinator runs the job, ``WorkerTaskFailed`` when the workers' tasks fail or no
+    worker takes them, and what the store, sink or preflight raise."""
     spec = config.distributed
-    blocking_sink = await open_checked_sink(config)
-    sink = AsyncSink(blocking_sink)
+    sink = AsyncSink(await open_checked_sink(config))
     started = datetime.now(UTC)
     async with (
         open_shared_store(config) as store,
         CancelFlags.open(spec.redis_url, spec.key_prefix) as flags,
     ):
-        await open_job(store, config, config_text)
-        await flags.clear(config.name)
-        await store.set_job_state(config.name, JobState.RUNNING)
-        async with job_runner(config, store, sink, worker_id="coordinator") as runner:
-            try:
-                await runner.recover()
-                plan = await asyncio.to_thread(
-                    app.send_task, PLAN_TASK, args=[config_text, str(base_dir)]
-                )
-                await _wait(plan)
-                await _drive(config, config_text, app, base_dir, store, runner, flags, on_progress)
-                await runner.publish_unbatched()
-            except asyncio.CancelledError:
-                await flags.cancel(config.name)
-                await store.set_job_state(config.name, JobState.CANCELLED, "cancelled")
-                raise
-            except JobCancelled:
-                await store.set_job_state(config.name, JobState.CANCELLED, "cancelled")
-                raise
-            except BaseException as exc:
-                await store.set_job_state(
-                    config.name, JobState.FAILED, f"{type(exc).__name__}: {exc}"
-                )
-                raise
-        return await finish_job(config, store, sink, started, runner)
+        lease = Lease(flags, f"coordinator:{config.name}")
+        if not await lease.acquire():
+            raise CoordinatorBusy(
+                f"job {config.name} is being run by another coordinator (run --distributed "
+                "or a server) now; wait for it, or cancel it with bsky-backfill cancel"
+            )
+        async with lease.kept():
+            job = await open_job(store, config, config_text)
+            refresh = job.state is JobState.COMPLETED  # a re-run: fetch only what changed
+            await flags.clear(config.name)
+            await store.set_job_state(config.name, JobState.RUNNING)
+            async with job_runner(config, store, sink, worker_id="coordinator") as runner:
+                work = _Job(config, config_text, app, base_dir, store, runner, flags, on_progress)
+                await _run(work, refresh)
+            return await finish_job(config, store, sink, started, runner)
 
 
-async def _drive(
-    config: BackfillConfig,
-    config_text: str,
-    app: Celery,
-    base_dir: Path,
-    store: SqlJobStore,
-    runner: JobRunner,
-    flags: CancelFlags,
-    on_progress: Callable[[Progress], None] | None,
-) -> None:
+async def _run(job: _Job, refresh: bool) -> None:
+    """Plan, drive, publish the final states no batch carried; the job's state on the way
+    out when it does not complete."""
+    try:
+        await job.runner.publish_committed()  # what a previous run committed
+        await _plan(job, refresh)
+        await _drive(job)
+        await job.runner.publish_unbatched()
+    except asyncio.CancelledError:
+        await job.flags.cancel(job.job_id)
+        await job.store.set_job_state(job.job_id, JobState.CANCELLED, "cancelled")
+        raise
+    except JobCancelled:
+        await job.store.set_job_state(job.job_id, JobState.CANCELLED, "cancelled")
+        raise
+    except BaseException as exc:
+        await job.store.set_job_state(job.job_id, JobState.FAILED, _described(exc))
+        raise
+
+
+async def _plan(job: _Job, refresh: bool) -> None:
+    """The plan task, to its end: raises ``WorkerTaskFailed`` if it fails or no worker
+    takes it."""
+    result = await asyncio.to_thread(job.send, PLAN_TASK, refresh)
+    queued = time.monotonic()
+    while True:
+        state = await asyncio.to_thread(lambda: result.state)
+        if state == "SUCCESS":
+            return
+        if state == "FAILURE":
+            error = await asyncio.to_thread(lambda: result.result)
+            raise WorkerTaskFailed(f"planning the job failed on a worker: {_described(error)}")
+        if state == "PENDING" and time.monotonic() - queued > _NO_WORKER_SECONDS:
+            queue = job.app.conf.task_default_queue
+            raise WorkerTaskFailed(
+                f"no worker took the job's first task from queue {queue!r} in "
+                f"{_NO_WORKER_SECONDS:.0f} s: start workers on the same broker and queue "
+                f"(bsky-backfill worker --queue {queue} --broker URL)"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def _drive(job: _Job) -> None:
     """The loop of the module docstring, until every DID is final."""
-    seconds = _shard_seconds(app)
-    round_ = _Round([])
+    seconds = _shard_seconds(job.app)
     progress = Progress()
     while True:
-        await runner.publish_committed()
-        counts = await store.counts(config.name)
-        _report(progress, counts, on_progress)
-        if await flags.is_cancelled(config.name):
-            await _wait_all(round_.outstanding)
-            await runner.publish_committed()
-            raise JobCancelled(f"job {config.name} was cancelled; run it again to resume")
-        await asyncio.to_thread(_collect, round_)  # the result backend answers blocking
-        if not round_.outstanding:
-            if counts[DidState.IN_PROGRESS]:
-                await runner.recover()  # claims nobody works on: their worker is gone
+        await job.runner.publish_committed()
+        counts = await job.store.counts(job.job_id)
+        _report(progress, counts, job.on_progress)
+        if await job.flags.is_cancelled(job.job_id):
+            await _wait_all(job.outstanding)
+            await job.runner.publish_committed()
+            raise JobCancelled(f"job {job.job_id} was cancelled; run it again to resume")
+        await _collect(job)
+        if not job.outstanding:
+            if counts[DidState.IN_PROGRESS] and await _take_back_dead(job):
                 continue
-            if not counts[DidState.PENDING]:
+            if not counts[DidState.PENDING] and not counts[DidState.IN_PROGRESS]:
+                # Batches committed after this round's publish made these counts final.
+                await job.runner.publish_committed()
                 return
-            # Pending but not due yet (a retry's backoff) means nothing to send this tick.
-            pending = await store.pending_hosts(config.name)
-            shards = cut_shards(pending, config.distributed.shard_size)
-            round_.outstanding = [
-                await asyncio.to_thread(
-                    app.send_task, SHARD_TASK, args=[config_text, str(base_dir), shard, seconds]
-                )
-                for shard in shards
-            ]
+            await _send_shards(job, seconds)
         await asyncio.sleep(_TICK)
+
+
+async def _send_shards(job: _Job, seconds: float) -> None:
+    """Shards for the hosts with due pending DIDs; the plan again if some DIDs have no
+    host yet (a plan cut short); nothing while the rest only wait for their retry time."""
+    pending = await job.store.pending_hosts(job.job_id)
+    if not pending and await job.store.unresolved(job.job_id, limit=1):
+        job.outstanding = [await asyncio.to_thread(job.send, PLAN_TASK, False)]
+        return
+    shards = cut_shards(pending, job.config.distributed.shard_size)
+    job.outstanding = [
+        await asyncio.to_thread(job.send, SHARD_TASK, shard, seconds) for shard in shards
+    ]
+
+
+async def _take_back_dead(job: _Job) -> bool:
+    """Take back the claims (and uncommitted staged batches) of every claim holder whose
+    lease is gone; True if there were any."""
+    taken = False
+    for holder in await job.store.holders(job.job_id):
+        if not await Lease(job.flags, holder).held_elsewhere():
+            await job.runner.recover_worker(holder)
+            taken = True
+    return taken
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """Of the outstanding tasks: those still running, and the errors of failed ones."""
+
+    running: list[AsyncResult]
+    finished: int
+    errors: list[str]
+
+
+def _sort(results: list[AsyncResult]) -> _Finished:
+    """Blocking (the result backend): call it in a thread."""
+    running = [result for result in results if not result.ready()]
+    done = [result for result in results if result not in running]
+    errors = [_described(result.result) for result in done if result.failed()]
+    return _Finished(running, len(done), errors)
+
+
+async def _collect(job: _Job) -> None:
+    """Drop finished tasks; raise ``WorkerTaskFailed`` when every task of a round failed,
+    round after round."""
+    found = await asyncio.to_thread(_sort, job.outstanding)
+    job.outstanding = found.running
+    if not found.finished:
+        return
+    if found.errors and len(found.errors) == found.finished and not found.running:
+        job.failed_rounds += 1
+        if job.failed_rounds >= _MAX_FAILED_ROUNDS:
+            raise WorkerTaskFailed(
+                f"every shard task failed, {job.failed_rounds} rounds in a row; "
+                f"last error: {found.errors[-1]}"
+            )
+    elif len(found.errors) < found.finished:
+        job.failed_rounds = 0
+
+
+def _described(error: object) -> str:
+    """An exception a task raised, as one line."""
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return str(error)
 
 
 def _shard_seconds(app: Celery) -> float:
@@ -160,24 +251,6 @@ def _shard_seconds(app: Celery) -> float:
     not handed out again while it runs (its in-flight work finishes after the budget)."""
     transport = app.conf.broker_transport_options or {}
     return float(transport.get("visibility_timeout", 3600)) / 3
-
-
-def _collect(round_: _Round) -> None:
-    """Drop finished tasks; a round whose tasks all failed counts towards giving up."""
-    finished = [result for result in round_.outstanding if result.ready()]
-    failures = [result for result in finished if result.failed()]
-    round_.outstanding = [result for result in round_.outstanding if not result.ready()]
-    for result in failures:
-        round_.last_error = repr(result.result)
-    if finished and len(failures) == len(finished) and not round_.outstanding:
-        round_.failed_rounds += 1
-        if round_.failed_rounds >= _MAX_FAILED_ROUNDS:
-            raise ShardTaskFailed(
-                f"shard tasks failed {round_.failed_rounds} rounds in a row; "
-                + f"last: {round_.last_error}"
-            )
-    elif finished and len(failures) < len(finished):
-        round_.failed_rounds = 0
 
 
 def _report(
@@ -191,19 +264,9 @@ def _report(
         on_progress(progress)
 
 
-async def _wait(result: AsyncResult) -> None:
-    """Until a task ends; raises its error if it failed."""
-    while not await asyncio.to_thread(result.ready):  # noqa: ASYNC110 - polls the backend
-        await asyncio.sleep(0.2)
-    if result.failed():
-        raise ShardTaskFailed(f"task {result.id} failed: {result.result!r}")
-
-
 async def _wait_all(results: list[AsyncResult]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not await asyncio.to_thread(_all_ready, results):  # noqa: ASYNC110
-        await asyncio.sleep(0.2)
-
-
-def _all_ready(results: list[AsyncResult]) -> bool:
-    return all(result.ready() for result in results)
+    """Until every task has ended (they stop within a second of a cancel), or a minute."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(60):
+            while (await asyncio.to_thread(_sort, results)).running:  # noqa: ASYNC110 - polls
+                await asyncio.sleep(0.2)

@@ -5,7 +5,7 @@ the config the task carries. A shard task's worker id is its Celery task id, the
 on a redelivery: the redelivered run first takes back what its killed predecessor held
 (claims, uncommitted staged batches) and then does its budget of work. A task claims
 nothing after its time budget (a third of the visibility timeout), so a slow host never
-makes a task outlive the timeout; its lease (``control.ShardLease``) covers the rest.
+makes a task outlive the timeout; its lease (``control.Lease``) covers the rest.
 Workers stage and commit; only the coordinator publishes, so many workers never rewrite
 one file.
 """
@@ -21,11 +21,10 @@ from typing import Any
 from bsky_backfill.config.schema import BackfillConfig
 from bsky_backfill.core.job import job_runner, limiter_options, open_job, source_dids
 from bsky_backfill.core.outputs import open_sink
-from bsky_backfill.distributed.control import CancelFlags, ShardLease
+from bsky_backfill.distributed.control import CancelFlags, Lease
 from bsky_backfill.distributed.limiter import SharedLimiters
 from bsky_backfill.errors import ConfigError
 from bsky_backfill.sinks import AsyncSink
-from bsky_backfill.state.model import JobState
 from bsky_backfill.state.sql.engine import StoreOptions
 from bsky_backfill.state.sql.store import SqlJobStore
 
@@ -44,10 +43,12 @@ class ShardReport:
     """Another live run of the same task held the lease: this one did nothing."""
 
     def as_dict(self) -> dict[str, object]:
+        """The task's result, as JSON."""
         return asdict(self)
 
 
 def shard_worker_id(task_id: str) -> str:
+    """A shard run's worker id (claims, batches and lease): the same for every delivery."""
     return f"shard-{task_id}"
 
 
@@ -69,15 +70,16 @@ async def open_shared_store(config: BackfillConfig) -> AsyncIterator[SqlJobStore
         await store.aclose()
 
 
-async def plan_job(config: BackfillConfig, config_text: str) -> None:
-    """Read the source, add its DIDs and resolve each one's host (or, for a job that
-    finished before, reopen the DIDs whose repo changed)."""
+async def plan_job(config: BackfillConfig, config_text: str, *, refresh: bool) -> None:
+    """Read the source, add its DIDs and resolve each one's host; or, with ``refresh`` (a
+    job that had finished), reopen the DIDs whose repo changed."""
     async with open_shared_store(config) as store:
-        job = await open_job(store, config, config_text)
+        await open_job(store, config, config_text)
         sink = AsyncSink(open_sink(config))
         async with job_runner(config, store, sink, worker_id="planner") as runner:
-            if job.state is JobState.COMPLETED:
+            if refresh:
                 await runner.refresh()
+                await runner.plan([])  # reopened DIDs that never resolved: resolve them now
             else:
                 await runner.plan(await source_dids(config, runner.client))
 
@@ -103,7 +105,7 @@ async def process_shard(
             spec.redis_url, spec.key_prefix, scope, limiter_options(config)
         ) as limiters,
     ):
-        lease = ShardLease(flags, task_id)
+        lease = Lease(flags, worker_id)  # the coordinator asks it by claim holder
         if not await lease.acquire():
             return ShardReport(worker_id, 0, 0, cancelled=False, duplicate=True)
         sink = AsyncSink(open_sink(config))
@@ -117,26 +119,27 @@ async def process_shard(
             if await flags.is_cancelled(config.name):
                 return ShardReport(worker_id, 0, 0, cancelled=True)
             work = runner.run_shard(budgets, seconds=seconds)
-            cancelled = await _until_cancelled(work, flags, config.name)
+            cancelled = await _until_stopped(work, flags.wait(config.name), lease.lost.wait())
             if cancelled:
                 await runner.recover_worker(worker_id)
             return ShardReport(worker_id, runner.progress.done, runner.progress.records, cancelled)
 
 
-async def _until_cancelled(
-    work: Coroutine[Any, Any, None], flags: CancelFlags, job_id: str
-) -> bool:
-    """Run ``work`` until it ends (False) or the job's flag is raised (True: work stopped)."""
+async def _until_stopped(work: Coroutine[Any, Any, None], *stops: Coroutine[Any, Any, Any]) -> bool:
+    """Run ``work`` until it ends (False) or one of ``stops`` ends first (True: the work
+    was stopped; its claims are still held)."""
     working = asyncio.create_task(work)
-    watching = asyncio.create_task(flags.wait(job_id))
+    watching = [asyncio.create_task(stop) for stop in stops]
     try:
-        done, _ = await asyncio.wait({working, watching}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({working, *watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (working, watching):
+        for task in (working, *watching):
             task.cancel()
-        await asyncio.gather(working, watching, return_exceptions=True)
+        await asyncio.gather(working, *watching, return_exceptions=True)
     if working in done:
         working.result()  # the work's own error, if it failed
         return False
-    watching.result()  # Redis unreachable, if that is why the watch ended
+    for task in watching:
+        if task in done:
+            task.result()  # Redis unreachable, if that is why a watch ended
     return True

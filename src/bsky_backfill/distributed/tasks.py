@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from celery import Celery, Task
+from celery.exceptions import Ignore
 
 from bsky_backfill.config.loader import load_config_text
 from bsky_backfill.config.schema import BackfillConfig
@@ -41,8 +42,9 @@ def register(app: Celery) -> None:
     """Register the job's tasks on ``app``."""
 
     @app.task(name=PLAN_TASK)  # type: ignore[untyped-decorator]
-    def plan_job(config_text: str, base_dir: str) -> None:
-        asyncio.run(steps.plan_job(_config(config_text, base_dir), config_text))
+    def plan_job(config_text: str, base_dir: str, refresh: bool) -> None:
+        config = _config(config_text, base_dir)
+        asyncio.run(steps.plan_job(config, config_text, refresh=refresh))
 
     @app.task(name=SHARD_TASK, bind=True)  # type: ignore[untyped-decorator]
     def process_shard(
@@ -53,4 +55,8 @@ def register(app: Celery) -> None:
         shard = steps.process_shard(
             config, task_id, budgets, seconds=seconds, egress_id=egress_id()
         )
-        return asyncio.run(shard).as_dict()
+        report = asyncio.run(shard)
+        if report.duplicate:
+            # No result for this copy: the live run of the same task id stores its own.
+            raise Ignore
+        return report.as_dict()

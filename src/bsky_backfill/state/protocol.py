@@ -142,6 +142,10 @@ class DidQueue(Protocol):
         only that worker's. Others are ignored. Returns how many were released."""
         ...
 
+    async def holders(self, job_id: str) -> list[str]:
+        """The workers holding claims (in-progress DIDs) of the job, sorted."""
+        ...
+
     async def retry_later(
         self,
         job_id: str,
@@ -150,9 +154,11 @@ class DidQueue(Protocol):
         error_detail: str,
         *,
         not_before: datetime | None = None,
+        worker_id: str | None = None,
     ) -> bool:
         """Put a non-final DID back to pending with its last error, keeping its attempt;
-        ``claim`` skips it until ``not_before``. False if the DID is final or absent."""
+        ``claim`` skips it until ``not_before``. False if the DID is final or absent, or,
+        with ``worker_id``, not in progress for that worker (another took it back)."""
         ...
 
     async def fail(self, job_id: str, did: str, error_kind: str, error_detail: str) -> bool:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bsky_backfill.distributed.control import CancelFlags, ShardLease
+from bsky_backfill.distributed.control import CancelFlags, Lease
 from bsky_backfill.errors import StoreUnavailable
 from tests.support.redis import REDIS_URL as REDIS
 from tests.support.redis import fresh_prefix, require_redis
@@ -57,21 +57,36 @@ async def test_redis_unreachable_is_a_store_unavailable_error() -> None:
 async def test_a_shard_lease_is_held_by_one_run_renewed_while_it_runs_then_freed(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ShardLease, "TTL_SECONDS", 1.5)  # renewed 7 times per TTL
-    monkeypatch.setattr(ShardLease, "RENEW_SECONDS", 0.2)
+    monkeypatch.setattr(Lease, "TTL_SECONDS", 1.5)  # renewed 7 times per TTL
+    monkeypatch.setattr(Lease, "RENEW_SECONDS", 0.2)
     async with CancelFlags.open(REDIS, prefix) as one, CancelFlags.open(REDIS, prefix) as two:
-        first, second = ShardLease(one, "task-1"), ShardLease(two, "task-1")
+        first, second = Lease(one, "task-1"), Lease(two, "task-1")
         assert await first.acquire()
         async with first.kept():
             await asyncio.sleep(2.0)  # past the TTL: renewals keep it
             assert not await second.acquire()
-            assert await ShardLease(two, "task-2").acquire()  # another task's lease
+            assert await Lease(two, "task-2").acquire()  # another task's lease
         assert await second.acquire()  # released when the run ends
 
 
 async def test_a_dead_runs_lease_lapses(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ShardLease, "TTL_SECONDS", 0.3)
+    monkeypatch.setattr(Lease, "TTL_SECONDS", 0.3)
     async with CancelFlags.open(REDIS, prefix) as flags:
-        assert await ShardLease(flags, "task").acquire()  # never renewed: the run died
+        assert await Lease(flags, "task").acquire()  # never renewed: the run died
         await asyncio.sleep(0.5)
-        assert await ShardLease(flags, "task").acquire()
+        assert await Lease(flags, "task").acquire()
+
+
+async def test_a_lapsed_lease_is_lost_and_its_end_leaves_the_new_holders_lease(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Lease, "TTL_SECONDS", 0.3)
+    monkeypatch.setattr(Lease, "RENEW_SECONDS", 0.6)  # too late: the lease lapses first
+    async with CancelFlags.open(REDIS, prefix) as flags:
+        stalled, successor = Lease(flags, "task"), Lease(flags, "task")
+        assert await stalled.acquire()
+        async with stalled.kept():
+            await asyncio.sleep(0.4)
+            assert await successor.acquire()
+            await asyncio.wait_for(stalled.lost.wait(), timeout=2)
+        assert await successor.held_elsewhere(), "the stalled run's end kept the new lease"

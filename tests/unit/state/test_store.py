@@ -227,13 +227,28 @@ async def test_recovering_one_worker_leaves_the_others_claims_and_batches(
     dead_batch = await store.next_batch_id(JOB, worker_id="dead")
     live_batch = await store.next_batch_id(JOB, worker_id="live")
 
+    assert await store.holders(JOB) == ["dead", "live"]
     recovery = await store.recover(JOB, worker_id="dead")
+    assert await store.holders(JOB) == ["live"]
     assert (recovery.abandoned, recovery.released) == ((dead_batch,), 2)
     counts = await store.counts(JOB)
     assert (counts[DidState.PENDING], counts[DidState.IN_PROGRESS]) == (4, 2)
     await store.commit_batch(JOB, live_batch, [complete(c.did) for c in live])  # unharmed
     with pytest.raises(BatchRejected, match="abandoned"):
         await store.commit_batch(JOB, dead_batch, [complete(c.did) for c in dead])
+
+
+async def test_retry_later_by_a_worker_that_lost_its_claim_changes_nothing(
+    store: SqlJobStore,
+) -> None:
+    await new_job(store, [did(1)])
+    await store.claim(JOB, 1, worker_id="old")
+    await store.recover(JOB, worker_id="old")  # taken back: "old" was presumed dead
+    await store.claim(JOB, 1, worker_id="new")
+    assert not await store.retry_later(JOB, did(1), "HostUnavailable", "x", worker_id="old")
+    assert await store.holders(JOB) == ["new"]
+    assert await store.retry_later(JOB, did(1), "HostUnavailable", "x", worker_id="new")
+    assert await store.holders(JOB) == []
 
 
 async def test_unpublished_lists_committed_batches_oldest_first(store: SqlJobStore) -> None:

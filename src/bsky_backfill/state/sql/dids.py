@@ -38,6 +38,7 @@ __all__ = [
     "add_final",
     "claim",
     "finalize",
+    "holders",
     "pending_hosts",
     "release",
     "reopen",
@@ -214,6 +215,20 @@ async def release(
     return (await conn.execute(stmt)).rowcount
 
 
+async def holders(conn: AsyncConnection, job: int) -> list[str]:
+    """See ``DidQueue.holders``."""
+    query = (
+        select(dids.c.worker_id)
+        .where(
+            dids.c.job == job,
+            dids.c.state == DidState.IN_PROGRESS.value,
+            dids.c.worker_id.is_not(None),
+        )
+        .distinct()
+    )
+    return sorted(await conn.scalars(query))
+
+
 async def retry_later(
     conn: AsyncConnection,
     job: int,
@@ -221,11 +236,15 @@ async def retry_later(
     error_kind: str,
     error: str,
     not_before: datetime | None,
+    worker_id: str | None,
 ) -> bool:
     """See ``DidQueue.retry_later``."""
+    where = [dids.c.job == job, dids.c.did == did, dids.c.state.in_(_OPEN)]
+    if worker_id is not None:
+        where += [dids.c.state == DidState.IN_PROGRESS.value, dids.c.worker_id == worker_id]
     stmt = (
         dids.update()
-        .where(dids.c.job == job, dids.c.did == did, dids.c.state.in_(_OPEN))
+        .where(*where)
         .values(
             state=_PENDING,
             error_kind=error_kind,

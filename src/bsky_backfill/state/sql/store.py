@@ -216,6 +216,10 @@ class SqlJobStore:
                 released += await dids.release(conn, key, chunk, worker_id)
             return released
 
+    async def holders(self, job_id: str) -> list[str]:
+        async with self._tx("holders", read_only=True) as conn:
+            return await dids.holders(conn, await self._key(conn, job_id))
+
     @finishes_before_cancel
     async def retry_later(
         self,
@@ -225,10 +229,13 @@ class SqlJobStore:
         error_detail: str,
         *,
         not_before: datetime | None = None,
+        worker_id: str | None = None,
     ) -> bool:
         async with self._tx("retry_later") as conn:
             key = await self._key(conn, job_id)
-            return await dids.retry_later(conn, key, did, error_kind, error_detail, not_before)
+            return await dids.retry_later(
+                conn, key, did, error_kind, error_detail, not_before, worker_id
+            )
 
     @finishes_before_cancel
     async def fail(self, job_id: str, did: str, error_kind: str, error_detail: str) -> bool:
