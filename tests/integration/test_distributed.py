@@ -143,7 +143,12 @@ def start_run(config: Path, queue: str) -> subprocess.Popen[bytes]:
 
 
 def finished(process: subprocess.Popen[bytes], config: Path, timeout: float = 240) -> int:
-    code = process.wait(timeout=timeout)
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
     if code != 0:
         print((config.parent / "run.log").read_text()[-4000:])
     return code

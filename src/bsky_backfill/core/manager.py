@@ -354,12 +354,6 @@ class JobRunner:
         return counts.get(DidState.PENDING, 0) > 0
 
     async def _process(self, claim: Claim, limiter: HostLimiter) -> None:
-        if claim.attempts > self.options.max_retries + 1:
-            # Claimed again and again with no outcome: each try ended with its process (a
-            # repo that crashes the reader, a worker killed under it); stop feeding it.
-            error = RetryableError(f"{claim.attempts - 1} attempts ended without an outcome")
-            await self._finish(claim, self._failed_row(claim.did, error))
-            return
         try:
             identity = await self.resolver.resolve(claim.did)
             check_endpoint(

@@ -119,7 +119,10 @@ async def process_shard(
             if await flags.is_cancelled(config.name):
                 return ShardReport(worker_id, 0, 0, cancelled=True)
             work = runner.run_shard(budgets, seconds=seconds)
-            cancelled = await _until_stopped(work, flags.wait(config.name), lease.lost.wait())
+            # A shard that overruns twice its budget (plus a slow repo's minute) is stuck:
+            # end it with an error, so its claims are taken back and done again.
+            async with asyncio.timeout(2 * seconds + 60):
+                cancelled = await _until_stopped(work, flags.wait(config.name), lease.lost.wait())
             if cancelled:
                 await runner.recover_worker(worker_id)
             return ShardReport(worker_id, runner.progress.done, runner.progress.records, cancelled)
