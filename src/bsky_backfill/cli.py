@@ -201,17 +201,13 @@ def _state_files(where: list[Path]) -> list[tuple[str | Path, str | None]]:
     """Job stores (target, PostgreSQL schema): databases named directly, beside a config's
     dataset (or its shared store, for a distributed job), or found below ``.``."""
     from bsky_backfill.config import load_config
-    from bsky_backfill.core.job import state_path
+    from bsky_backfill.core.job import store_location
 
     found: list[tuple[str | Path, str | None]] = []
     for item in where or [Path()]:
         if item.suffix in (".yaml", ".yml"):
-            config = load_config(item)
-            shared = config.distributed
-            if shared.state_url is not None:
-                found.append((shared.state_url, shared.state_schema))
-            else:
-                found.append((state_path(config), None))
+            target, options = store_location(load_config(item))
+            found.append((target, options.schema))
         elif item.is_dir():
             found.extend((path, None) for path in sorted(item.glob("**/_state/jobs.sqlite")))
         else:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bsky_backfill.api.registry import Registry, StartedJob
 from bsky_backfill.config.schema import BackfillConfig
-from bsky_backfill.core.job import JobOutcome, run_job, state_path
+from bsky_backfill.core.job import JobOutcome, run_job, store_location
 from bsky_backfill.core.manager import Progress
 from bsky_backfill.errors import JobNotFound, StoreError
 from bsky_backfill.state.model import JobState
@@ -226,10 +226,8 @@ async def _store_exists(target: str) -> bool:
 
 def _store_target(config: BackfillConfig) -> str:
     """Where the job's store is, as :class:`StartedJob` keeps it."""
-    spec = config.distributed
-    if spec.state_url is None:
-        return str(state_path(config))
-    return spec.state_url + (f"#{spec.state_schema}" if spec.state_schema else "")
+    target, options = store_location(config)
+    return str(target) + (f"#{options.schema}" if options.schema else "")
 
 
 def _not_begun(started: StartedJob, running: bool, error: str | None) -> JobStatus:

@@ -39,6 +39,7 @@ from bsky_backfill.sources.sqlite import read_did_query
 from bsky_backfill.state.identity_cache import StoreIdentityCache
 from bsky_backfill.state.model import Job, JobState
 from bsky_backfill.state.protocol import JobStore
+from bsky_backfill.state.sql.engine import StoreOptions
 from bsky_backfill.state.sql.store import SqlJobStore
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "run_job",
     "source_dids",
     "state_path",
+    "store_location",
 ]
 
 
@@ -74,6 +76,15 @@ def state_path(config: BackfillConfig) -> Path:
     """Where the job's SQLite state lives: ``<work dir>/_state/jobs.sqlite`` (the work dir
     is the dataset's own folder for local sinks)."""
     return work_dir(config) / "_state" / "jobs.sqlite"
+
+
+def store_location(config: BackfillConfig) -> tuple[str | Path, StoreOptions]:
+    """The job's store: the shared PostgreSQL one of a distributed job
+    (``distributed.state_url`` and schema), else the SQLite file :func:`state_path`."""
+    shared = config.distributed
+    if shared.state_url is None:
+        return state_path(config), StoreOptions()
+    return shared.state_url, StoreOptions(schema=shared.state_schema)
 
 
 def _selection(config: BackfillConfig) -> Selection:

@@ -19,13 +19,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bsky_backfill.config.schema import BackfillConfig
-from bsky_backfill.core.job import job_runner, limiter_options, open_job, source_dids
+from bsky_backfill.core.job import (
+    job_runner,
+    limiter_options,
+    open_job,
+    source_dids,
+    store_location,
+)
 from bsky_backfill.core.outputs import open_sink
 from bsky_backfill.distributed.control import CancelFlags, Lease
 from bsky_backfill.distributed.limiter import SharedLimiters
 from bsky_backfill.errors import ConfigError
 from bsky_backfill.sinks import AsyncSink
-from bsky_backfill.state.sql.engine import StoreOptions
 from bsky_backfill.state.sql.store import SqlJobStore
 
 __all__ = ["ShardReport", "open_shared_store", "plan_job", "process_shard", "shard_worker_id"]
@@ -56,14 +61,13 @@ def shard_worker_id(task_id: str) -> str:
 async def open_shared_store(config: BackfillConfig) -> AsyncIterator[SqlJobStore]:
     """The job store every worker of the job shares. Raises ``ConfigError`` without
     ``distributed.state_url``."""
-    spec = config.distributed
-    if spec.state_url is None:
+    if config.distributed.state_url is None:
         raise ConfigError(
             "a distributed job needs a shared PostgreSQL job store: set "
             "distributed.state_url (postgresql://user@host/db, credentials in ${ENV})",
             key="backfill.distributed.state_url",
         )
-    store = await SqlJobStore.open(spec.state_url, StoreOptions(schema=spec.state_schema))
+    store = await SqlJobStore.open(*store_location(config))
     try:
         yield store
     finally:
