@@ -24,6 +24,7 @@ from bsky_backfill.api.limits import ApiLimits
 from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.errors import BackfillError, ConfigError
+from bsky_backfill.observability.logs import LOG_LEVELS, configure_logging
 
 _T = TypeVar("_T")
 
@@ -171,16 +172,24 @@ def run(
     worker) do the fetching. Example: bsky-backfill run configs/default.yaml
     """
     from bsky_backfill.config import load_config
+    from bsky_backfill.core.job import job_metrics, run_job
     from bsky_backfill.demo import run_with_progress
+    from bsky_backfill.observability.exporter import metrics_server
+    from bsky_backfill.observability.logs import configure_logging
 
     try:
         loaded = load_config(config)
     except ConfigError as exc:
         _print_problems(exc)
         raise typer.Exit(2) from None
+    configure_logging(loaded.monitoring.log_level)
     console = Console(emoji=False)
     text = config.read_text(encoding="utf-8")
-    start: Callable[[Callable[[Progress], None]], Awaitable[JobOutcome]] | None = None
+    metrics = job_metrics(loaded)
+
+    def start(on_progress: Callable[[Progress], None]) -> Awaitable[JobOutcome]:
+        return run_job(loaded, text, on_progress=on_progress, metrics=metrics)
+
     if distributed:
         from bsky_backfill.distributed.app import BrokerSettings, broker_url, celery_app
         from bsky_backfill.distributed.coordinator import run_distributed
@@ -189,9 +198,12 @@ def run(
         base_dir = config.resolve().parent
 
         def start(on_progress: Callable[[Progress], None]) -> Awaitable[JobOutcome]:
-            return run_distributed(loaded, text, celery, base_dir=base_dir, on_progress=on_progress)
+            return run_distributed(
+                loaded, text, celery, base_dir=base_dir, on_progress=on_progress, metrics=metrics
+            )
 
-    outcome = asyncio.run(run_with_progress(console, loaded, text, total=0, start=start))
+    with metrics_server(metrics.registry, loaded.monitoring):
+        outcome = asyncio.run(run_with_progress(console, loaded, text, total=0, start=start))
     counts = ", ".join(f"{n} {state}" for state, n in sorted(outcome.counts.items()))
     console.print(f"job {outcome.job_id}: {counts}; {outcome.records:,} records")
     console.print(f"dataset: {outcome.output} (manifest.json written last)")
@@ -381,6 +393,17 @@ _BROKER = Annotated[
     typer.Option(help="Celery broker URL (default: $BSKY_BACKFILL_BROKER or local Redis)."),
 ]
 _QUEUE = Annotated[str, typer.Option(help="Celery queue the job's tasks go to.")]
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r}: choose one of {', '.join(LOG_LEVELS)}")
+    return value.upper()
+
+
+_LOG_LEVEL = Annotated[
+    str, typer.Option(callback=_log_level, help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+]
 _VISIBILITY = Annotated[
     float,
     typer.Option(
@@ -400,6 +423,7 @@ def worker(
         str | None,
         typer.Option(help="This machine's egress IP id (for rate_limit_scope: egress_ip)."),
     ] = None,
+    log_level: _LOG_LEVEL = "INFO",
 ) -> None:
     """Run a Celery worker for distributed jobs (run --distributed, or serve --broker).
 
@@ -412,6 +436,7 @@ def worker(
 
     if pool not in ("prefork", "solo", "threads"):
         _fail(f"--pool {pool!r}: choose prefork, solo or threads", code=2)
+    configure_logging(log_level)
     if egress_id:
         os.environ[EGRESS_ENV] = egress_id
     celery = celery_app(BrokerSettings(broker_url(broker), queue, visibility_timeout))
@@ -421,7 +446,7 @@ def worker(
             f"--pool={pool}",
             f"--concurrency={concurrency}",
             f"--queues={queue}",
-            "--loglevel=INFO",
+            f"--loglevel={log_level}",
             "--without-gossip",
             "--without-mingle",
         ]
@@ -528,6 +553,7 @@ def serve(
     state_schema: Annotated[
         str | None, typer.Option(help="With --broker: a schema of its own for the job store.")
     ] = None,
+    log_level: _LOG_LEVEL = "INFO",
 ) -> None:
     """Serve the HTTP API (jobs, configs, status) with OpenAPI docs at /docs.
 
@@ -539,6 +565,7 @@ def serve(
 
     from bsky_backfill.api.app import ServerSettings, create_app
 
+    configure_logging(log_level)
     roots = tuple(path.resolve() for path in (data_root or [home / "data"]))
     for root in roots:
         root.mkdir(parents=True, exist_ok=True)
@@ -632,6 +659,7 @@ def _fail(message: str, *, code: int) -> NoReturn:
 def main() -> None:
     """Console entry point: run the app, mapping our errors to one line and an exit code."""
     started = time.monotonic()
+    configure_logging("WARNING")  # commands that run jobs set their own level
     try:
         app()
     except ConfigError as exc:

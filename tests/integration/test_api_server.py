@@ -16,6 +16,7 @@ import pytest
 from bsky_backfill.api.app import DATABASE
 from bsky_backfill.api.keys import KeyStore
 from tests.support.jobs import CLI, dids_of, job_yaml, run_cli
+from tests.support.metrics import parse
 from tests.support.server import Server, create_key, running_server, wait_for
 from tests.support.sinks import visible
 
@@ -71,8 +72,11 @@ def test_a_stored_config_runs_to_a_dataset_equal_to_the_clis(
         )
 
     assert rows(server.root / "out") == rows(cli / "out")
-    metrics = httpx.get(f"{server.url}/metrics").text
-    assert 'bsky_backfill_jobs{state="completed"} 1.0' in metrics
+    metrics = parse(httpx.get(f"{server.url}/metrics").text)
+    assert metrics.total("bsky_backfill_jobs", state="completed") == 1
+    assert metrics.total("bsky_backfill_job_state", job_id="api", state="completed") == 1
+    repos = metrics.by("bsky_backfill_repos_total", "status")
+    assert repos == {state: float(n) for state, n in status["counts"].items() if n}
 
 
 def test_cancel_stops_a_running_job_which_resumes_when_started_again(

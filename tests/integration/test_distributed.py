@@ -7,6 +7,7 @@ resumes the job exactly; the server sends its jobs to the workers."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import subprocess
 import time
@@ -146,12 +147,31 @@ def finished(process: subprocess.Popen[bytes], config: Path, timeout: float = 24
     try:
         code = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        print(hung_run_report(process, config))
         process.kill()
         process.wait()
         raise
     if code != 0:
         print((config.parent / "run.log").read_text()[-4000:])
     return code
+
+
+def hung_run_report(process: subprocess.Popen[bytes], config: Path) -> str:
+    """What a run that timed out was doing: its log, its workers' logs, its stacks (with
+    py-spy, when installed) and the database's busy sessions."""
+    parts = [f"--- run.log\n{(config.parent / 'run.log').read_text()[-4000:]}"]
+    for log in sorted(config.parent.parent.glob("**/worker*.log")):
+        parts.append(f"--- {log.name}\n{log.read_text()[-3000:]}")
+    if shutil.which("py-spy"):
+        dump = ["py-spy", "dump", "--pid", str(process.pid)]
+        parts.append(subprocess.run(dump, capture_output=True, text=True).stdout)
+    sessions = (
+        "SELECT pid, state, wait_event_type, wait_event, left(query, 200) "
+        "FROM pg_stat_activity WHERE state <> 'idle'"
+    )
+    psql = ["psql", postgres_url(), "-c", sessions]
+    parts.append(subprocess.run(psql, capture_output=True, text=True).stdout)
+    return "\n".join(parts)
 
 
 def reference(tmp_path: Path, fakenet: dict[str, object]) -> tuple[set[tuple], set[tuple]]:

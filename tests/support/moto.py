@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Final
 
 import pytest
 
-from tests.support import require
+from tests.support import free_port, require
 
 __all__ = [
     "DEFAULT_TABLES",
@@ -90,15 +89,9 @@ class Moto:
         return name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Moto]:
     """Start a moto server process; return it once it answers."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from tests.support import free_port
 from tests.support.jobs import CLI
 
 __all__ = ["Server", "create_key", "running_server", "wait_for"]
@@ -45,18 +45,12 @@ def create_key(home: Path, scope: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running_server(folder: Path, *options: str) -> Iterator[Server]:
     """``bsky-backfill serve`` with home ``folder/home`` and data root ``folder/data``."""
     home, root = folder / "home", folder / "data"
     root.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     command = [*CLI, "serve", "--home", str(home), "--data-root", str(root), "--port", str(port)]
     log = (folder / "server.log").open("wb")
     process = subprocess.Popen([*command, *options], stdout=log, stderr=log)

@@ -149,8 +149,10 @@ def test_run_into_a_missing_dynamodb_table_exits_1_with_one_line_naming_it(
     )
     result = run_cli("run", str(config))
     assert result.returncode == 1, result.stderr
-    assert result.stderr.startswith("error: StorageMissing: DynamoDB table results does not exist")
-    assert "create_tables: true" in result.stderr
+    *logged, error = result.stderr.splitlines()  # the log events, then the one-line error
+    assert error.startswith("error: StorageMissing: DynamoDB table results does not exist")
+    assert "create_tables: true" in error
+    assert [json.loads(line)["event"] for line in logged][-1] == "job.failed"
     assert "Traceback" not in result.stderr
 
 

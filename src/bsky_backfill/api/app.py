@@ -48,6 +48,7 @@ from bsky_backfill.core.job import JobOutcome, run_job
 from bsky_backfill.core.manager import Progress
 from bsky_backfill.distributed.app import BrokerSettings
 from bsky_backfill.errors import ConfigError, JobNotFound
+from bsky_backfill.observability.metrics import JobMetrics
 
 __all__ = [
     "DATABASE",
@@ -250,7 +251,8 @@ def _routes(app: FastAPI, settings: ServerSettings) -> None:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> str:
-        return render_metrics(await _services(request).jobs.jobs())
+        jobs = _services(request).jobs
+        return render_metrics(await jobs.jobs(), jobs.metrics())
 
     @app.post(
         f"{PREFIX}/start",
@@ -344,10 +346,14 @@ def _cluster_runner(settings: ServerSettings) -> RunJob:
     base_dir = settings.data_roots[0]
 
     async def run(
-        config: BackfillConfig, text: str, *, on_progress: Callable[[Progress], None] | None = None
+        config: BackfillConfig,
+        text: str,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> JobOutcome:
         return await run_distributed(
-            config, text, celery, base_dir=base_dir, on_progress=on_progress
+            config, text, celery, base_dir=base_dir, on_progress=on_progress, metrics=metrics
         )
 
     return run

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from bsky_backfill.api.registry import Registry, StartedJob
 from bsky_backfill.config.schema import BackfillConfig
-from bsky_backfill.core.job import JobOutcome, run_job, store_location
+from bsky_backfill.core.job import JobOutcome, job_metrics, run_job, store_location
 from bsky_backfill.core.manager import Progress
 from bsky_backfill.errors import JobNotFound, StoreError
+from bsky_backfill.observability.metrics import JobMetrics
 from bsky_backfill.state.model import JobState
 from bsky_backfill.state.sql.engine import StoreOptions
 from bsky_backfill.state.sql.store import SqlJobStore
@@ -67,6 +68,7 @@ class _Live:
     """A job running in this process."""
 
     started: StartedJob
+    metrics: JobMetrics
     task: asyncio.Task[None] | None = None
     progress: Progress | None = None
     error: str | None = None
@@ -104,7 +106,7 @@ class JobManager:
             job_id, config_name, config_version, _store_target(config), datetime.now(UTC)
         )
         await self._registry.record_job(started)
-        live = self._live[job_id] = _Live(started)
+        live = self._live[job_id] = _Live(started, job_metrics(config))
         live.task = asyncio.create_task(self._drive(live, config, text), name=f"job {job_id}")
         return job_id
 
@@ -113,7 +115,7 @@ class JobManager:
             live.progress = progress
 
         try:
-            await self._run(config, text, on_progress=follow)
+            await self._run(config, text, on_progress=follow, metrics=live.metrics)
         except asyncio.CancelledError:
             with contextlib.suppress(StoreError, OSError):
                 store = await self._store(live.started.state_path)
@@ -134,6 +136,10 @@ class JobManager:
             if store is not opened:
                 await opened.aclose()
         return store
+
+    def metrics(self) -> dict[str, JobMetrics]:
+        """The metrics of the latest run of each job this server started, by job id."""
+        return {job_id: live.metrics for job_id, live in self._live.items()}
 
     async def cancel(self, job_id: str) -> JobStatus:
         """Stop a running job (it stays resumable); a job not running is left as it is.

@@ -24,7 +24,7 @@ from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final, TypeAlias, TypedDict
+from typing import BinaryIO, Final, Protocol, TypeAlias, TypedDict
 
 import aiohttp
 from yarl import URL
@@ -51,6 +51,7 @@ __all__ = [
     "HttpResponse",
     "ParamValue",
     "RateLimitInfo",
+    "RequestObserver",
     "XrpcClient",
     "XrpcOptions",
     "XrpcResponse",
@@ -61,6 +62,22 @@ __all__ = [
 
 ParamValue: TypeAlias = str | int | bool | Sequence[str]
 """A query parameter: a bool is sent as ``true``/``false``, a sequence as repeated keys."""
+
+DOCUMENT_ENDPOINT: Final = "did_document"
+"""The endpoint label of :meth:`XrpcClient.get_url` requests (DID documents)."""
+
+
+class RequestObserver(Protocol):
+    """Told of every request a client makes (metrics): its start, then its end with the
+    HTTP status (or the error's class name when no answer came), the seconds it took,
+    body included, and the body bytes received."""
+
+    def request_started(self, host: str | None) -> None: ...
+
+    def request_finished(
+        self, host: str | None, endpoint: str, status: str, seconds: float, size: int
+    ) -> None: ...
+
 
 _CHUNK_BYTES: Final = 64 * 1024
 # Spooled bodies are written in batches, each in a worker thread: a slow disk (or the
@@ -393,10 +410,12 @@ class XrpcClient:
         options: XrpcOptions = XrpcOptions(),
         *,
         clock: Callable[[], float] = time.time,
+        observer: RequestObserver | None = None,
     ) -> None:
         self._session = session
         self._options = options
         self._clock = clock
+        self._observer = observer
         self._timeout = aiohttp.ClientTimeout(
             total=options.total_timeout,
             sock_connect=options.connect_timeout,
@@ -412,18 +431,20 @@ class XrpcClient:
         *,
         connector: aiohttp.BaseConnector | None = None,
         clock: Callable[[], float] = time.time,
+        observer: RequestObserver | None = None,
     ) -> AsyncIterator[XrpcClient]:
         """A client on a new session, closed when the ``async with`` block ends.
 
         A ``connector`` passed in (e.g. one that refuses private addresses) is used but
-        not closed: whoever made it closes it. Cookies are never stored.
+        not closed: whoever made it closes it. Cookies are never stored. ``observer`` is
+        told of every request.
         """
         async with aiohttp.ClientSession(
             connector=connector,
             connector_owner=connector is None,
             cookie_jar=aiohttp.DummyCookieJar(),
         ) as session:
-            yield cls(session, options, clock=clock)
+            yield cls(session, options, clock=clock, observer=observer)
 
     @property
     def options(self) -> XrpcOptions:
@@ -441,7 +462,7 @@ class XrpcClient:
         """
         url = _xrpc_url(base_url, nsid, params)
         context = _context(url, params)
-        async with self._exchange(url, context) as (response, rate_limit):
+        async with self._exchange(url, context, nsid) as (response, rate_limit):
             await self._raise_for_status(response, rate_limit, context)
             body = await _read_capped(response, self._options.max_json_bytes, context)
         return XrpcResponse(
@@ -472,7 +493,7 @@ class XrpcClient:
         cap = self._options.max_body_bytes if max_bytes is None else max_bytes
         spool = _Spool(self._options.spool_threshold, Path(spool_dir) if spool_dir else None)
         try:
-            async with self._exchange(url, context) as (response, rate_limit):
+            async with self._exchange(url, context, nsid) as (response, rate_limit):
                 await self._raise_for_status(response, rate_limit, context)
                 async with aclosing(_capped_chunks(response, cap, too_large, context)) as chunks:
                     async for chunk in chunks:
@@ -496,7 +517,7 @@ class XrpcClient:
         target = _absolute_url(url)
         context = _Context(did=did, host=_host(target), url=str(target))
         cap = self._options.max_json_bytes if max_bytes is None else max_bytes
-        async with self._exchange(target, context) as (response, rate_limit):
+        async with self._exchange(target, context, DOCUMENT_ENDPOINT) as (response, rate_limit):
             if _is_success(response.status):
                 body = await _read_capped(response, cap, context)
             else:
@@ -510,21 +531,38 @@ class XrpcClient:
 
     @asynccontextmanager
     async def _exchange(
-        self, url: URL, context: _Context
+        self, url: URL, context: _Context, endpoint: str
     ) -> AsyncIterator[tuple[aiohttp.ClientResponse, RateLimitInfo]]:
         """One GET, open for the block to read; aiohttp errors raised in the block (reading
-        the body included) leave translated."""
-        with _translated(context):
-            # Redirects are not followed: XRPC has none, and a redirect could point a
-            # request at a host the endpoint checks never saw.
-            async with self._session.get(
-                url,
-                headers=self._headers,
-                timeout=self._timeout,
-                raise_for_status=False,
-                allow_redirects=False,
-            ) as response:
-                yield response, RateLimitInfo.from_headers(response.headers, now=self._clock())
+        the body included) leave translated. The observer hears of it."""
+        observer, host = self._observer, context["host"]
+        if observer is not None:
+            observer.request_started(host)
+        started = time.perf_counter()
+        status: str | None = None
+        received: aiohttp.StreamReader | None = None
+        try:
+            with _translated(context):
+                # Redirects are not followed: XRPC has none, and a redirect could point a
+                # request at a host the endpoint checks never saw.
+                async with self._session.get(
+                    url,
+                    headers=self._headers,
+                    timeout=self._timeout,
+                    raise_for_status=False,
+                    allow_redirects=False,
+                ) as response:
+                    status, received = str(response.status), response.content
+                    rate_limit = RateLimitInfo.from_headers(response.headers, now=self._clock())
+                    yield response, rate_limit
+        except BaseException as exc:
+            status = status or _failure_label(exc)
+            raise
+        finally:
+            if observer is not None:
+                size = received.total_bytes if received is not None else 0
+                seconds = time.perf_counter() - started
+                observer.request_finished(host, endpoint, status or "error", seconds, size)
 
     async def _raise_for_status(
         self, response: aiohttp.ClientResponse, rate_limit: RateLimitInfo, context: _Context
@@ -534,6 +572,13 @@ class XrpcClient:
             raise map_response_error(
                 response.status, body, rate_limit, now=self._clock(), **context
             )
+
+
+def _failure_label(exc: BaseException) -> str:
+    """A request that got no answer, for metrics: ``timeout`` or the error's class."""
+    if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+        return "timeout"
+    return type(exc).__name__
 
 
 def _is_success(status: int) -> bool:

@@ -187,9 +187,12 @@ def _upper(value: object) -> object:
 
 
 class Monitoring(FrozenModel):
-    """Metrics port (0 = off), log level, and where failures are announced."""
+    """Metrics port (0 = off) and address, how many hosts get a metric label of their own
+    (the rest are ``other``), log level, and where failures are announced."""
 
     prometheus_port: Annotated[StrictInt, Field(ge=0, le=65535)] = 8000
+    prometheus_address: Annotated[str, Field(min_length=1, max_length=255)] = "127.0.0.1"
+    host_label_limit: Annotated[StrictInt, Field(ge=0, le=10_000)] = 50
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
     ] = "INFO"

@@ -110,13 +110,15 @@ def _endpoint(settings: dict[str, Any]) -> str:
 
 def _monitoring(monitoring: dict[str, Any]) -> str:
     port = monitoring["prometheus_port"]
-    metrics = "metrics off" if port == 0 else f"metrics on :{port}"
+    where = f"{monitoring['prometheus_address']}:{port}"
+    metrics = "metrics off" if port == 0 else f"metrics on {where} (busiest "
+    metrics += "" if port == 0 else f"{monitoring['host_label_limit']} hosts by name)"
     if not monitoring["alert_on_failure"]:
         alerts = "no alerts"
     elif monitoring["alert_webhook_url"]:
         alerts = f"alerts to {monitoring['alert_webhook_url']}"
     else:
-        alerts = "alerts in the log"
+        alerts = "failures logged, no webhook"
     return f"{metrics}, log {monitoring['log_level']}, {alerts}"
 
 

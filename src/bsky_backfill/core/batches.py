@@ -5,14 +5,21 @@ the protocol in :mod:`bsky_backfill.state.protocol` (stage -> commit -> publish 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 from dataclasses import dataclass
+
+import structlog
 
 from bsky_backfill.core.models import RepoResult
 from bsky_backfill.errors import BatchRejected
+from bsky_backfill.observability.metrics import JobMetrics
 from bsky_backfill.sinks.base import AsyncSink
 from bsky_backfill.state.protocol import JobStore
 
 __all__ = ["BatchWriter"]
+
+logger = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -36,9 +43,11 @@ class BatchWriter:
         worker_id: str,
         batch_size: int,
         publish: bool = True,
+        metrics: JobMetrics | None = None,
     ) -> None:
         """``publish=False``: stop after the commit (step 3); a single publisher elsewhere
-        publishes committed batches (:meth:`publish_committed`)."""
+        publishes committed batches (:meth:`publish_committed`). ``metrics``: where each
+        batch's write time and records go."""
         self.store = store
         self.sink = sink
         self.job_id = job_id
@@ -46,6 +55,7 @@ class BatchWriter:
         self.batch_size = batch_size
         self.publish = publish
         self.batches = 0
+        self.metrics = metrics if metrics is not None else JobMetrics(job_id)
         self._pending: list[_Pending] = []
         self._lock = asyncio.Lock()
 
@@ -65,6 +75,7 @@ class BatchWriter:
     async def add(self, result: RepoResult, *, superseded: str | None = None) -> None:
         """Queue one DID's result; writes a batch when ``batch_size`` are waiting."""
         self._pending.append(_Pending(result, superseded))
+        self.metrics.queue_depth("results", len(self._pending))
         if len(self._pending) >= self.batch_size:
             await self.flush()
 
@@ -73,6 +84,7 @@ class BatchWriter:
         (the results stay claimed in the store, so a restart redoes them)."""
         async with self._lock:
             pending, self._pending = self._pending, []
+            self.metrics.queue_depth("results", 0)
             if pending:
                 await self._write(pending)
 
@@ -87,6 +99,7 @@ class BatchWriter:
                 await self._write([_Pending(RepoResult(row), olds.get(row.did)) for row in chunk])
 
     async def _write(self, pending: list[_Pending]) -> None:
+        started = time.perf_counter()
         batch_id = await self.store.next_batch_id(self.job_id, worker_id=self.worker_id)
         supersedes = {p.result.repo.did: p.superseded for p in pending if p.superseded}
         await self.sink.stage(batch_id, [p.result for p in pending], supersedes)
@@ -99,6 +112,17 @@ class BatchWriter:
             await self.sink.publish(batch_id)
             await self.store.mark_published(self.job_id, batch_id)
         self.batches += 1
+        seconds = time.perf_counter() - started
+        records = Counter(r.collection for p in pending for r in p.result.records)
+        self.metrics.batch_written(seconds, records)
+        logger.debug(
+            "batch.written",
+            batch=batch_id,
+            repos=len(pending),
+            records=records.total(),
+            published=self.publish,
+            duration=round(seconds, 3),
+        )
 
     async def publish_committed(self) -> int:
         """Publish every committed batch not yet published (the single publisher of a

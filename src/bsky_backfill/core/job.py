@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
+import structlog
 
 from bsky_backfill.atproto.identity import IdentityOptions, IdentityResolver
 from bsky_backfill.atproto.xrpc import XrpcClient, XrpcOptions
@@ -30,7 +31,12 @@ from bsky_backfill.core.netguard import PublicOnlyResolver
 from bsky_backfill.core.outputs import open_sink, preflight, work_dir
 from bsky_backfill.core.select import Selection
 from bsky_backfill.core.worker import WorkerOptions
+from bsky_backfill.errors import JobCancelled
+from bsky_backfill.observability.alerts import alert_for, send_alert
+from bsky_backfill.observability.logs import job_context
+from bsky_backfill.observability.metrics import JobMetrics
 from bsky_backfill.sinks import AsyncSink, Manifest, Sink
+from bsky_backfill.sinks.base import write_errors
 from bsky_backfill.sources.derived import derive_dids
 from bsky_backfill.sources.files import read_did_file, read_values
 from bsky_backfill.sources.pds import list_repos
@@ -45,8 +51,10 @@ from bsky_backfill.state.sql.store import SqlJobStore
 __all__ = [
     "JobOutcome",
     "finish_job",
+    "job_metrics",
     "job_runner",
     "limiter_options",
+    "observed",
     "open_checked_sink",
     "open_job",
     "run_job",
@@ -54,6 +62,8 @@ __all__ = [
     "state_path",
     "store_location",
 ]
+
+logger = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,20 +160,52 @@ def _options(config: BackfillConfig, spool: Path, worker_id: str) -> JobOptions:
 
 
 @contextlib.asynccontextmanager
-async def _client(config: BackfillConfig) -> AsyncIterator[XrpcClient]:
-    """The job's HTTP client; unless private addresses are allowed, every host name is
-    resolved through ``PublicOnlyResolver`` (a DID document may name any host)."""
+async def _client(config: BackfillConfig, metrics: JobMetrics) -> AsyncIterator[XrpcClient]:
+    """The job's HTTP client, counting its requests in ``metrics``; unless private
+    addresses are allowed, every host name is resolved through ``PublicOnlyResolver`` (a
+    DID document may name any host)."""
     options = XrpcOptions(max_body_bytes=config.network.max_repo_bytes)
     if config.network.allow_private_addresses:
-        async with XrpcClient.open(options) as client:
+        async with XrpcClient.open(options, observer=metrics) as client:
             yield client
         return
     connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver())
     try:
-        async with XrpcClient.open(options, connector=connector) as client:
+        async with XrpcClient.open(options, connector=connector, observer=metrics) as client:
             yield client
     finally:
         await connector.close()
+
+
+def job_metrics(config: BackfillConfig) -> JobMetrics:
+    """Fresh metrics for a run of ``config``'s job."""
+    return JobMetrics(config.name, host_labels=config.monitoring.host_label_limit)
+
+
+async def observed(
+    config: BackfillConfig, metrics: JobMetrics, work: Awaitable[JobOutcome]
+) -> JobOutcome:
+    """``work`` (a job run) with ``job_id`` on its log events, its state in ``metrics``,
+    its start and end logged, and an alert when it fails or ends with failed DIDs."""
+    with job_context(config.name):
+        metrics.job_state(JobState.RUNNING)
+        logger.info("job.started", source=config.source.type, sink=config.storage.type)
+        try:
+            outcome = await work
+        except (JobCancelled, asyncio.CancelledError, KeyboardInterrupt):
+            metrics.job_state(JobState.CANCELLED)
+            logger.warning("job.cancelled")
+            raise
+        except Exception as exc:
+            metrics.job_state(JobState.FAILED)
+            logger.error("job.failed", error=f"{type(exc).__name__}: {exc}")
+            await send_alert(config, alert_for(config.name, error=exc))
+            raise
+        metrics.job_state(JobState.COMPLETED)
+        metrics.dids(outcome.counts)
+        logger.info("job.finished", counts=outcome.counts, records=outcome.records)
+        await send_alert(config, alert_for(config.name, counts=outcome.counts))
+        return outcome
 
 
 async def run_job(
@@ -171,21 +213,35 @@ async def run_job(
     config_text: str,
     *,
     on_progress: Callable[[Progress], None] | None = None,
+    metrics: JobMetrics | None = None,
 ) -> JobOutcome:
     """Run (or resume) the job ``config`` describes; returns when its dataset is complete.
+    ``metrics``: where its figures go (scraped by whoever made them).
 
     Raises ``StorageRefused`` (a missing bucket or table, access denied) from the
     preflight before any work, ``ConfigError`` for an unreadable DID source, and whatever
     the store or sink raise when they cannot go on (the job is then marked failed and a
     later run resumes it).
     """
+    metrics = metrics if metrics is not None else job_metrics(config)
+    return await observed(config, metrics, _run_job(config, config_text, on_progress, metrics))
+
+
+async def _run_job(
+    config: BackfillConfig,
+    config_text: str,
+    on_progress: Callable[[Progress], None] | None,
+    metrics: JobMetrics,
+) -> JobOutcome:
     blocking_sink = await open_checked_sink(config)
     sink = AsyncSink(blocking_sink)
     started = datetime.now(UTC)
     store = await SqlJobStore.open(state_path(config))
     try:
         job = await open_job(store, config, config_text)
-        async with job_runner(config, store, sink, on_progress=on_progress) as runner:
+        async with job_runner(
+            config, store, sink, on_progress=on_progress, metrics=metrics
+        ) as runner:
             finished_before = job.state == JobState.COMPLETED
             await store.set_job_state(config.name, JobState.RUNNING)
             try:
@@ -204,7 +260,9 @@ async def run_job(
 
 async def open_checked_sink(config: BackfillConfig) -> Sink:
     """The job's sink, after the preflight (bucket / table exists and is writable)."""
-    (work_dir(config) / "_state" / "spool").mkdir(parents=True, exist_ok=True)
+    spool = work_dir(config) / "_state" / "spool"
+    with write_errors(spool):
+        spool.mkdir(parents=True, exist_ok=True)
     sink = open_sink(config)
     await asyncio.to_thread(preflight, config, sink)
     return sink
@@ -240,11 +298,14 @@ async def job_runner(
     on_progress: Callable[[Progress], None] | None = None,
     limiter_for: Callable[[str], HostLimiter] | None = None,
     publish: bool = True,
+    metrics: JobMetrics | None = None,
 ) -> AsyncIterator[JobRunner]:
     """A :class:`JobRunner` for ``config`` with its HTTP client and identity resolver
-    (cached in ``store``), open for as long as the context lasts."""
+    (cached in ``store``), open for as long as the context lasts; its figures go to
+    ``metrics`` (default: fresh ones)."""
     spool = work_dir(config) / "_state" / "spool"
-    async with _client(config) as client:
+    metrics = metrics if metrics is not None else job_metrics(config)
+    async with _client(config, metrics) as client:
         web_scheme: Literal["http", "https"] = (
             "http" if config.network.allow_private_addresses else "https"
         )
@@ -268,4 +329,5 @@ async def job_runner(
             on_progress=on_progress,
             limiter_for=limiter_for,
             publish=publish,
+            metrics=metrics,
         )

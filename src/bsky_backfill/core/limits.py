@@ -160,7 +160,7 @@ class HostLimiter:
         pace: Pace | None = None,
     ) -> None:
         self.options = options
-        self._wall, self._sleep = wall, sleep
+        self._clock, self._wall, self._sleep = clock, wall, sleep
         self._pace = pace if pace is not None else LocalPace(options.rate, clock)
         self._base_rate = options.rate  # without headers: AIMD around this
         self._backoff = _MIN_BACKOFF
@@ -177,6 +177,8 @@ class HostLimiter:
         self.requests = 0
         self.rate_limited_count = 0
         self.paused_seconds = 0.0
+        self.waits = 0  # slots that were not free at once (pace, pause or quota)
+        self.waited_seconds = 0.0
 
     @property
     def rate(self) -> float:
@@ -186,6 +188,12 @@ class HostLimiter:
     @property
     def paused(self) -> bool:
         return self._pace.paused
+
+    @property
+    def quota_remaining(self) -> int | None:
+        """Requests left in the host's window by its last headers, less those sent since
+        (None: the host sent no quota headers)."""
+        return self._quota
 
     async def _wait_turn(self) -> None:
         while True:
@@ -230,8 +238,13 @@ class HostLimiter:
         async with self._in_flight:
             # One waiter at a time reserves its slot, just in time: a slot reserved long
             # ahead at an old pace would ignore what the next headers say.
+            asked = self._clock()
             async with self._turn:
                 await self._wait_turn()
+            waited = self._clock() - asked
+            if waited > 0.001:
+                self.waits += 1
+                self.waited_seconds += waited
             self.requests += 1
             self._active += 1
             if self._quota is not None:

@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
+
+import structlog
 
 from bsky_backfill.atproto.identity import Identity, IdentityResolver
 from bsky_backfill.atproto.syntax import is_valid_did
@@ -40,6 +42,7 @@ from bsky_backfill.errors import (
     RepoUnavailable,
     RetryableError,
 )
+from bsky_backfill.observability.metrics import JobMetrics
 from bsky_backfill.sinks.base import AsyncSink
 from bsky_backfill.state.identity_cache import StoreIdentityCache
 from bsky_backfill.state.model import Claim, host_of
@@ -50,6 +53,9 @@ __all__ = ["JobOptions", "JobRunner", "Progress"]
 _ADD_CHUNK = 10_000
 _LATEST_COMMIT = "com.atproto.sync.getLatestCommit"
 _RESOLVE_PAGE = 2_000
+_COUNTS_SECONDS: Final = 10.0  # DIDs by state, for metrics: a query over the whole job
+
+logger = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +103,17 @@ class JobRunner:
         on_progress: Callable[[Progress], None] | None = None,
         limiter_for: Callable[[str], HostLimiter] | None = None,
         publish: bool = True,
+        metrics: JobMetrics | None = None,
     ) -> None:
         """``identity_cache``: the resolver's cache when it is kept in the store; it is
         loaded and saved around each page of resolutions, so a resumed or repeated job
         resolves again only what expired. ``limiter_for``: host -> its limiter (default:
         one :class:`HostLimiter` per host in this process; the distributed runner shares
         them through Redis). ``publish=False``: batches are staged and committed only, and
-        one publisher elsewhere publishes them (many workers, one dataset)."""
+        one publisher elsewhere publishes them (many workers, one dataset). ``metrics``:
+        where the run's figures go (default: metrics of its own)."""
         self.options = options
+        self.metrics = metrics if metrics is not None else JobMetrics(options.job_id)
         self._identity_cache = identity_cache
         self.store = store
         self.client = client
@@ -118,8 +127,11 @@ class JobRunner:
             worker_id=options.worker_id,
             batch_size=options.batch_size,
             publish=publish,
+            metrics=self.metrics,
         )
         self._limiters: dict[str, HostLimiter] = {}
+        self.metrics.watch_limiters(lambda: self._limiters)
+        self._hosts_active = 0
         self._new_limiter = limiter_for or (lambda _host: HostLimiter(options.limiter))
 
     @property
@@ -137,6 +149,9 @@ class JobRunner:
         """Add the DIDs and resolve each one's PDS host (steps 2 and 3)."""
         await self._add(dids)
         await self._resolve()
+        per_host = await self.store.host_counts(self.job_id)
+        self.metrics.hosts.rank({h: sum(c.values()) for h, c in per_host.items() if h})
+        logger.info("job.planned", dids=self.progress.total, hosts=len(per_host))
 
     async def run_shard(self, budgets: Mapping[str, int], *, seconds: float) -> None:
         """Fetch up to ``budgets[host]`` DIDs of each host, claiming none after ``seconds``
@@ -170,13 +185,24 @@ class JobRunner:
 
     async def _flushing(self, work: Coroutine[Any, Any, None]) -> None:
         """``work``, with batches flushed every ``flush_seconds`` meanwhile and at the end."""
-        flusher = asyncio.create_task(self._flush_periodically())
+        helpers = [
+            asyncio.create_task(self._flush_periodically()),
+            asyncio.create_task(self._count_periodically()),
+        ]
         try:
             await work
         finally:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
         await self._writer.flush()
+        await self.report_counts()
+
+    async def report_counts(self) -> dict[DidState, int]:
+        """The job's DIDs by state, from the store, also set in the metrics."""
+        counts = await self.store.counts(self.job_id)
+        self.metrics.dids({state.value: n for state, n in counts.items()})
+        return counts
 
     async def refresh(self) -> int:
         """Before re-running a finished job: ask each DID's PDS for its latest commit and
@@ -212,7 +238,8 @@ class JobRunner:
         chunk: list[str] = []
         for did in dids:
             if not is_valid_did(did):
-                await self.store.add_final(self.job_id, did[:2048], DidState.INVALID_DID)
+                if await self.store.add_final(self.job_id, did[:2048], DidState.INVALID_DID):
+                    self.metrics.repo_finished(DidState.INVALID_DID)
                 continue
             chunk.append(did)
             if len(chunk) >= _ADD_CHUNK:
@@ -220,7 +247,7 @@ class JobRunner:
                 chunk = []
         if chunk:
             await self.store.add_dids(self.job_id, chunk)
-        counts = await self.store.counts(self.job_id)
+        counts = await self.report_counts()
         self.progress.total = sum(counts.values())
 
     async def _resolve(self) -> None:
@@ -249,22 +276,35 @@ class JobRunner:
                     state = (
                         DidState.INVALID_DID if isinstance(exc, InvalidDid) else DidState.NOT_FOUND
                     )
-                    await self.store.finish_unavailable(
-                        self.job_id, did, state, f"{type(exc).__name__}: {exc}"
-                    )
+                    error = f"{type(exc).__name__}: {exc}"
+                    if await self.store.finish_unavailable(self.job_id, did, state, error):
+                        self.metrics.repo_finished(state)
+                    logger.info("did.unresolved", did=did, status=state.value, error=error)
                     return None
                 except RetryableError as exc:
                     if attempt == self.options.max_retries:
                         await self._fail(did, exc)
                         return None
-                    await asyncio.sleep(self._backoff(attempt + 1))
+                    delay = self._backoff(attempt + 1)
+                    self.metrics.retry(exc.host, type(exc).__name__)
+                    logger.info(
+                        "did.resolve_retry",
+                        did=did,
+                        host=exc.host,
+                        attempt=attempt + 1,
+                        error=str(exc),
+                        delay=round(delay, 3),
+                    )
+                    await asyncio.sleep(delay)
                 except BackfillError as exc:
                     await self._fail(did, exc)
                     return None
         return None
 
     async def _fail(self, did: str, exc: BackfillError) -> None:
-        await self.store.fail(self.job_id, did, type(exc).__name__, str(exc))
+        if await self.store.fail(self.job_id, did, type(exc).__name__, str(exc)):
+            self.metrics.repo_finished(DidState.FAILED)
+        logger.warning("did.failed", did=did, host=exc.host, error=f"{type(exc).__name__}: {exc}")
         self.progress.done += 1
 
     async def _fetch(self) -> None:
@@ -305,10 +345,16 @@ class JobRunner:
             # Bounded: the feeder claims a chunk, then waits while lanes take from it.
             queue: asyncio.Queue[Claim | None] = asyncio.Queue(maxsize=lanes)
             busy = [0]  # claims handed to lanes and not finished: they may come back
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._feed(host, queue, lanes, busy, budget, deadline))
-                for _ in range(lanes):
-                    group.create_task(self._lane(queue, limiter, busy))
+            self._hosts_active += 1
+            self.metrics.queue_depth("hosts_active", self._hosts_active)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._feed(host, queue, lanes, busy, budget, deadline))
+                    for _ in range(lanes):
+                        group.create_task(self._lane(queue, limiter, busy))
+            finally:
+                self._hosts_active -= 1
+                self.metrics.queue_depth("hosts_active", self._hosts_active)
 
     async def _feed(
         self,
@@ -354,13 +400,14 @@ class JobRunner:
         return counts.get(DidState.PENDING, 0) > 0
 
     async def _process(self, claim: Claim, limiter: HostLimiter) -> None:
+        started = time.perf_counter()
         try:
             identity = await self.resolver.resolve(claim.did)
             check_endpoint(
                 identity.pds, allow_private=self.options.allow_private_addresses, did=claim.did
             )
         except BackfillError as exc:
-            await self._finish(claim, self._failed_row(claim.did, exc))
+            await self._finish(claim, self._failed_row(claim.did, exc), started)
             return
         outcome = await process_did(
             identity, client=self.client, limiter=limiter, options=self.options.worker
@@ -368,31 +415,72 @@ class JobRunner:
         self.progress.requests = sum(lim.requests for lim in self._limiters.values())
         self.progress.rate_limited = sum(lim.rate_limited_count for lim in self._limiters.values())
         if isinstance(outcome, Done):
-            await self._finish(claim, outcome.result)
+            await self._finish(claim, outcome.result, started)
         elif isinstance(outcome, Failed):
-            await self._finish(claim, self._failed_row(claim.did, outcome.error, identity))
+            await self._finish(claim, self._failed_row(claim.did, outcome.error, identity), started)
         elif isinstance(outcome, Retry) and not outcome.counts_attempt:
+            self._retrying(claim, identity, outcome.error, delay=None)
             await self.store.release(self.job_id, [claim.did], worker_id=self.options.worker_id)
         elif claim.attempts > self.options.max_retries:
-            await self._finish(claim, self._failed_row(claim.did, outcome.error, identity))
+            await self._finish(claim, self._failed_row(claim.did, outcome.error, identity), started)
         else:
-            not_before = datetime.now(UTC) + timedelta(seconds=self._backoff(claim.attempts))
+            delay = self._backoff(claim.attempts)
+            self._retrying(claim, identity, outcome.error, delay=delay)
             await self.store.retry_later(
                 self.job_id,
                 claim.did,
                 type(outcome.error).__name__,
                 str(outcome.error),
-                not_before=not_before,
+                not_before=datetime.now(UTC) + timedelta(seconds=delay),
                 worker_id=self.options.worker_id,
             )
 
-    async def _finish(self, claim: Claim, result: RepoResult) -> None:
+    def _retrying(
+        self, claim: Claim, identity: Identity, error: BackfillError, *, delay: float | None
+    ) -> None:
+        """Count and log a DID put back (``delay`` None: a rate limit, no attempt used)."""
+        host = host_of(identity.pds)
+        self.metrics.retry(host, type(error).__name__)
+        log = logger.debug if delay is None else logger.info  # 429s: the metrics count them
+        log(
+            "repo.retry",
+            did=claim.did,
+            host=host,
+            attempt=claim.attempts,
+            error=f"{type(error).__name__}: {error}",
+            delay=None if delay is None else round(delay, 3),
+        )
+
+    async def _finish(self, claim: Claim, result: RepoResult, started: float) -> None:
         await self._writer.add(result, superseded=claim.superseded_batch_id)
+        row = result.repo
+        self.metrics.repo_finished(row.status)
         self.progress.done += 1
         self.progress.records += len(result.records)
-        if result.repo.pds:
-            host = host_of(result.repo.pds)
+        host = host_of(row.pds) if row.pds else None
+        if host is not None:
             self.progress.busiest[host] = self.progress.busiest.get(host, 0) + 1
+        seconds = round(time.perf_counter() - started, 3)
+        if row.status == DidState.FAILED:
+            logger.warning(
+                "repo.failed",
+                did=row.did,
+                host=host,
+                attempt=claim.attempts,
+                error=row.error,
+                duration=seconds,
+            )
+        else:
+            logger.debug(
+                "repo.done",
+                did=row.did,
+                host=host,
+                attempt=claim.attempts,
+                status=row.status.value,
+                records=len(result.records),
+                bytes=row.bytes,
+                duration=seconds,
+            )
         self._on_progress(self.progress)
 
     def _failed_row(
@@ -416,6 +504,11 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.options.flush_seconds)
             await self._writer.flush()
+
+    async def _count_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(_COUNTS_SECONDS)
+            await self.report_counts()
 
     def summary(self) -> dict[str, Any]:
         """Figures for the end-of-job report."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import structlog
 from celery import Celery
 from celery.result import AsyncResult
 
@@ -31,7 +32,9 @@ from bsky_backfill.config.schema import BackfillConfig
 from bsky_backfill.core.job import (
     JobOutcome,
     finish_job,
+    job_metrics,
     job_runner,
+    observed,
     open_checked_sink,
     open_job,
 )
@@ -42,11 +45,14 @@ from bsky_backfill.distributed.shards import cut_shards
 from bsky_backfill.distributed.steps import open_shared_store
 from bsky_backfill.distributed.tasks import PLAN_TASK, SHARD_TASK
 from bsky_backfill.errors import CoordinatorBusy, JobCancelled, WorkerTaskFailed
+from bsky_backfill.observability.metrics import JobMetrics
 from bsky_backfill.sinks import AsyncSink
 from bsky_backfill.state.model import JobState
 from bsky_backfill.state.sql.store import SqlJobStore
 
 __all__ = ["run_distributed"]
+
+logger = structlog.get_logger(__name__)
 
 _TICK: Final = 1.0
 _MAX_FAILED_ROUNDS: Final = 3
@@ -84,12 +90,27 @@ async def run_distributed(
     *,
     base_dir: Path,
     on_progress: Callable[[Progress], None] | None = None,
+    metrics: JobMetrics | None = None,
 ) -> JobOutcome:
     """Run (or resume, or refresh) the job on the workers consuming ``app``'s queue;
     returns when its dataset is complete. Raises ``JobCancelled`` when its flag is raised
     (or this call is cancelled, which raises the flag), ``CoordinatorBusy`` when another
     coordinator runs the job, ``WorkerTaskFailed`` when the workers' tasks fail or no
-    worker takes them, and what the store, sink or preflight raise."""
+    worker takes them, and what the store, sink or preflight raise. ``metrics``: the
+    job's DIDs by state and state (the workers count their own requests)."""
+    metrics = metrics if metrics is not None else job_metrics(config)
+    work = _coordinate(config, config_text, app, base_dir, on_progress, metrics)
+    return await observed(config, metrics, work)
+
+
+async def _coordinate(
+    config: BackfillConfig,
+    config_text: str,
+    app: Celery,
+    base_dir: Path,
+    on_progress: Callable[[Progress], None] | None,
+    metrics: JobMetrics,
+) -> JobOutcome:
     spec = config.distributed
     sink = AsyncSink(await open_checked_sink(config))
     started = datetime.now(UTC)
@@ -108,7 +129,9 @@ async def run_distributed(
             refresh = job.state is JobState.COMPLETED  # a re-run: fetch only what changed
             await flags.clear(config.name)
             await store.set_job_state(config.name, JobState.RUNNING)
-            async with job_runner(config, store, sink, worker_id="coordinator") as runner:
+            async with job_runner(
+                config, store, sink, worker_id="coordinator", metrics=metrics
+            ) as runner:
                 work = _Job(config, config_text, app, base_dir, store, runner, flags, on_progress)
                 await _run(work, refresh)
             return await finish_job(config, store, sink, started, runner)
@@ -138,10 +161,12 @@ async def _plan(job: _Job, refresh: bool) -> None:
     """The plan task, to its end: raises ``WorkerTaskFailed`` if it fails or no worker
     takes it."""
     result = await asyncio.to_thread(job.send, PLAN_TASK, refresh)
+    logger.info("plan.sent", task=result.id, refresh=refresh)
     queued = time.monotonic()
     while True:
         state = await asyncio.to_thread(lambda: result.state)
         if state == "SUCCESS":
+            logger.info("plan.done", task=result.id, duration=round(time.monotonic() - queued, 3))
             return
         if state == "FAILURE":
             error = await asyncio.to_thread(lambda: result.result)
@@ -162,7 +187,7 @@ async def _drive(job: _Job) -> None:
     progress = Progress()
     while True:
         await job.runner.publish_committed()
-        counts = await job.store.counts(job.job_id)
+        counts = await job.runner.report_counts()
         _report(progress, counts, job.on_progress)
         if await job.flags.is_cancelled(job.job_id):
             await _wait_all(job.outstanding)
@@ -186,11 +211,14 @@ async def _send_shards(job: _Job, seconds: float) -> None:
     pending = await job.store.pending_hosts(job.job_id)
     if not pending and await job.store.unresolved(job.job_id, limit=1):
         job.outstanding = [await asyncio.to_thread(job.send, PLAN_TASK, False)]
+        logger.info("plan.sent_again", task=job.outstanding[0].id, reason="DIDs without a host")
         return
     shards = cut_shards(pending, job.config.distributed.shard_size)
     job.outstanding = [
         await asyncio.to_thread(job.send, SHARD_TASK, shard, seconds) for shard in shards
     ]
+    if shards:
+        logger.info("shards.sent", shards=len(shards), hosts=len(pending))
 
 
 async def _take_back_dead(job: _Job) -> bool:
@@ -200,6 +228,7 @@ async def _take_back_dead(job: _Job) -> bool:
     for holder in await job.store.holders(job.job_id):
         if not await Lease(job.flags, holder).held_elsewhere():
             await job.runner.recover_worker(holder)
+            logger.info("claims.taken_back", holder=holder, reason="its lease is gone")
             taken = True
     return taken
 
@@ -228,6 +257,8 @@ async def _collect(job: _Job) -> None:
     job.outstanding = found.running
     if not found.finished:
         return
+    for error in found.errors:
+        logger.warning("shard.failed", error=error)
     if found.errors and len(found.errors) == found.finished and not found.running:
         job.failed_rounds += 1
         if job.failed_rounds >= _MAX_FAILED_ROUNDS:

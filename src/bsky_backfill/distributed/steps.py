@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import structlog
 
 from bsky_backfill.config.schema import BackfillConfig
 from bsky_backfill.core.job import (
@@ -34,6 +37,8 @@ from bsky_backfill.sinks import AsyncSink
 from bsky_backfill.state.sql.store import SqlJobStore
 
 __all__ = ["ShardReport", "open_shared_store", "plan_job", "process_shard", "shard_worker_id"]
+
+logger = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,10 @@ async def process_shard(
     ):
         lease = Lease(flags, worker_id)  # the coordinator asks it by claim holder
         if not await lease.acquire():
+            logger.info("shard.duplicate", worker_id=worker_id)
             return ShardReport(worker_id, 0, 0, cancelled=False, duplicate=True)
+        started = time.monotonic()
+        logger.info("shard.started", worker_id=worker_id, budgets=dict(budgets))
         sink = AsyncSink(open_sink(config))
         async with (
             lease.kept(),
@@ -129,7 +137,12 @@ async def process_shard(
                 cancelled = await _until_stopped(work, flags.wait(config.name), lease.lost.wait())
             if cancelled:
                 await runner.recover_worker(worker_id)
-            return ShardReport(worker_id, runner.progress.done, runner.progress.records, cancelled)
+            report = ShardReport(
+                worker_id, runner.progress.done, runner.progress.records, cancelled
+            )
+            duration = round(time.monotonic() - started, 3)
+            logger.info("shard.done", **report.as_dict(), duration=duration)
+            return report
 
 
 async def _until_stopped(work: Coroutine[Any, Any, None], *stops: Coroutine[Any, Any, Any]) -> bool:

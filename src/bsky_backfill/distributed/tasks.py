@@ -20,6 +20,7 @@ from celery.exceptions import Ignore
 from bsky_backfill.config.loader import load_config_text
 from bsky_backfill.config.schema import BackfillConfig
 from bsky_backfill.distributed import steps
+from bsky_backfill.observability.logs import job_context
 
 __all__ = ["EGRESS_ENV", "PLAN_TASK", "SHARD_TASK", "egress_id", "register"]
 
@@ -44,7 +45,8 @@ def register(app: Celery) -> None:
     @app.task(name=PLAN_TASK)  # type: ignore[untyped-decorator]
     def plan_job(config_text: str, base_dir: str, refresh: bool) -> None:
         config = _config(config_text, base_dir)
-        asyncio.run(steps.plan_job(config, config_text, refresh=refresh))
+        with job_context(config.name):
+            asyncio.run(steps.plan_job(config, config_text, refresh=refresh))
 
     @app.task(name=SHARD_TASK, bind=True)  # type: ignore[untyped-decorator]
     def process_shard(
@@ -55,7 +57,8 @@ def register(app: Celery) -> None:
         shard = steps.process_shard(
             config, task_id, budgets, seconds=seconds, egress_id=egress_id()
         )
-        report = asyncio.run(shard)
+        with job_context(config.name):
+            report = asyncio.run(shard)
         if report.duplicate:
             # No result for this copy: the live run of the same task id stores its own.
             raise Ignore

@@ -21,7 +21,7 @@ def test_the_summary_is_one_screen_and_names_the_essentials(tmp_path: Path) -> N
         "2025-01-02T00:00:00Z <= t < no end",
         "private addresses refused, repos up to 2 GiB",
         f"parquet {tmp_path / 'data' / 'study'}",
-        "metrics on :8000, log INFO, alerts in the log",
+        "metrics on 127.0.0.1:8000 (busiest 50 hosts by name), log INFO, failures logged",
         config.config_hash(),
     ):
         assert expected in text

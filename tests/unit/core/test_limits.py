@@ -173,3 +173,20 @@ async def test_slots_reserved_at_the_old_pace_do_not_spill_past_a_spent_quota() 
     starts = await run_requests(lim, t, 6)
     assert sum(1 for s in starts if s < 10) == 3  # the rest wait for the next window
     assert len(starts) == 6
+
+
+async def test_waits_for_a_turn_are_counted_with_their_seconds() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_in_flight=3)
+    await run_requests(lim, t, 3)  # at 0, 1 and 2 s: two of them waited, 1 s and 2 s
+    assert lim.waits == 2
+    assert lim.waited_seconds == pytest.approx(3.0)
+
+
+async def test_the_quota_left_follows_headers_and_requests_sent() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=10)
+    assert lim.quota_remaining is None
+    lim.observe(RateLimitInfo(remaining=100, reset_at=t.wall() + 300))
+    await run_requests(lim, t, 4)
+    assert lim.quota_remaining == 96

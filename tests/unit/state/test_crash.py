@@ -80,7 +80,8 @@ async def test_sigkill_at_any_point_loses_and_duplicates_nothing(
 
     rng = random.Random(20260102)
     for _ in range(4):  # and at instants nobody chose
-        worker = await start_worker(backend, sink, "--pause", "0.01")
+        # <= 0.15 s / 0.03 s = 5 batches of 10 per run: 4 runs cannot finish the 300
+        worker = await start_worker(backend, sink, "--pause", "0.03")
         assert worker.stdout is not None
         assert await worker.stdout.readline() == b"ready\n"
         await asyncio.sleep(rng.uniform(0.0, 0.15))
