@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["finish_before_cancel", "finishes_before_cancel", "thread_to_the_end"]
+__all__ = [
+    "finish_before_cancel",
+    "finishes_before_cancel",
+    "first_error",
+    "one_error",
+    "thread_to_the_end",
+]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -60,3 +67,28 @@ async def thread_to_the_end(func: Callable[_P, _T], *args: _P.args, **kwargs: _P
     """``asyncio.to_thread(func, ...)`` that a cancellation reaches only once the thread's
     call has ended (a thread cannot be stopped)."""
     return await finish_before_cancel(asyncio.to_thread(func, *args, **kwargs))
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of ``group`` that is not a cancellation (tasks cancelled because a
+    sibling failed), else its first leaf."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending[:0] = error.exceptions
+        else:
+            leaves.append(error)
+    return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
+
+
+@contextlib.contextmanager
+def one_error() -> Iterator[None]:
+    """Re-raise a task group's failure as the error that caused it (the others are the
+    same fault seen from sibling tasks): callers and users see ``StoreUnavailable: ...``,
+    not "unhandled errors in a TaskGroup"."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise first_error(group) from group

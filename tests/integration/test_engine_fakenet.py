@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import os
 import random
+import resource
+import signal
+import subprocess
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pytest
 
 from bsky_backfill.config import load_config
 from bsky_backfill.core.job import run_job
@@ -18,7 +23,8 @@ from bsky_backfill.fakenet.injector import FaultInjector
 from bsky_backfill.fakenet.population import PopulationSpec
 from bsky_backfill.fakenet.server import FakeNetwork
 from bsky_backfill.fakenet.spec import HostSpec, NetworkSpec
-from tests.support.jobs import dids_of, job_yaml, run_cli
+from tests.support.jobs import CLI, dids_of, job_yaml, run_cli
+from tests.support.sinks import visible
 
 
 def write_job(
@@ -72,6 +78,7 @@ def dataset_rows(folder: Path) -> tuple[Counter[tuple[str, str, str, str]], dict
     return rows, dict(zip(repos["did"].to_pylist(), repos["status"].to_pylist(), strict=True))
 
 
+@pytest.mark.timeout(300)
 def test_sigkill_at_random_instants_then_resume_gives_the_clean_dataset(
     tmp_path: Path, fakenet_process: dict[str, object]
 ) -> None:
@@ -81,13 +88,16 @@ def test_sigkill_at_random_instants_then_resume_gives_the_clean_dataset(
     crashy = write_job(tmp_path / "crashy", dids, str(fakenet_process["plc"]), batch=5)
     rng = random.Random(int(os.environ.get("CRASH_SEED", "1")))
     kills = 0
-    for _ in range(10):
+    # Batches of 5 DIDs are staged, committed and published every few hundred ms: many of
+    # the 20 kills land inside a sink flush or a store commit (tests/unit/state/test_crash.py
+    # kills at each step of the protocol on purpose).
+    for _ in range(20):
         if run_cli(crashy, kill_after=rng.uniform(0.3, 2.5)) is None:
             kills += 1
     assert run_cli(crashy) == 0
     clean_rows, clean_repos = dataset_rows(tmp_path / "clean")
     crash_rows, crash_repos = dataset_rows(tmp_path / "crashy")
-    assert kills >= 5
+    assert kills >= 12
     assert max(crash_rows.values()) == 1  # no duplicates
     assert crash_rows == clean_rows  # none lost
     assert crash_repos == clean_repos
@@ -143,3 +153,41 @@ async def test_a_rerun_fetches_only_changed_repos_and_matches_the_new_truth(
         truth = truth_for(net, dids, config)
     assert fetched == {active[0].did, active[1].did, active[2].did}
     assert compare_with_truth(Path(outcome.output), truth) == []
+
+
+def _file_size_cap(limit: int) -> Callable[[], None]:
+    """For a child process: writes past ``limit`` bytes in any file fail with EFBIG, as
+    they would on a full disk (SIGXFSZ ignored, so the write returns the error)."""
+
+    def cap() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return cap
+
+
+@pytest.mark.parametrize("limit", [120_000, 400_000])
+def test_a_full_disk_stops_the_job_with_one_clear_line_and_a_resume_completes_it(
+    tmp_path: Path, fakenet_process: dict[str, object], limit: int
+) -> None:
+    dids = dids_of(fakenet_process)
+    clean = write_job(tmp_path / "clean", dids, str(fakenet_process["plc"]), batch=5)
+    assert run_cli(clean) == 0
+    full = write_job(tmp_path / "full", dids, str(fakenet_process["plc"]), batch=5)
+    stopped = subprocess.run(
+        [*CLI, "run", str(full)],
+        cwd=full.parent,
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_cap(limit),
+        timeout=240,
+    )
+    assert stopped.returncode == 1, stopped.stderr[-2000:]
+    error = stopped.stderr.splitlines()[-1]
+    assert error.startswith(("error: StoreUnavailable: ", "error: SinkWriteFailed: ")), error
+    print(f"\n[disk full at {limit} bytes per file] {error}")
+    assert "internal error" not in stopped.stderr
+    records, repos = visible("parquet", full.parent / "out")  # what a reader sees now
+    assert max([*records.values(), *repos.values()], default=1) == 1, "a row twice"
+    assert run_cli(full) == 0
+    assert dataset_rows(full.parent) == dataset_rows(clean.parent)

@@ -7,7 +7,13 @@ import threading
 
 import pytest
 
-from bsky_backfill.aio import finish_before_cancel, finishes_before_cancel, thread_to_the_end
+from bsky_backfill.aio import (
+    finish_before_cancel,
+    finishes_before_cancel,
+    first_error,
+    one_error,
+    thread_to_the_end,
+)
 
 
 async def test_a_cancelled_caller_waits_for_the_work_then_is_cancelled() -> None:
@@ -90,3 +96,30 @@ async def test_the_decorator_and_the_thread_form_defer_the_cancel_too() -> None:
     results = await asyncio.gather(decorated, threaded, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
     assert finished == ["plain", "cancelled", "thread"]
+
+
+def test_first_error_skips_the_cancelled_siblings_and_nested_groups() -> None:
+    cause = OSError("disk full")
+    group = BaseExceptionGroup(
+        "tasks",
+        [asyncio.CancelledError(), ExceptionGroup("inner", [cause, ValueError("later")])],
+    )
+    assert first_error(group) is cause
+
+
+async def test_a_task_group_failure_leaves_as_the_error_that_caused_it() -> None:
+    async def fails() -> None:
+        raise OSError("disk full")
+
+    async def waits() -> None:
+        await asyncio.sleep(10)
+
+    async def both() -> None:
+        with one_error():
+            async with asyncio.TaskGroup() as group:
+                group.create_task(waits())
+                group.create_task(fails())
+
+    with pytest.raises(OSError, match="disk full") as raised:
+        await both()
+    assert isinstance(raised.value.__cause__, BaseExceptionGroup)

@@ -67,12 +67,6 @@ _IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _KeyPath = tuple[str | int, ...]
 
 _LOCAL_NAMES: Final = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
-# IPv6 ranges that carry an IPv4 address in their last 32 bits and that ``is_global``
-# judges by the IPv6 prefix alone: NAT64 (RFC 6052) and the deprecated IPv4-compatible
-# form. 64:ff9b:1::/48 (RFC 8215) is for local use, so never public.
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
-_IPV4_COMPATIBLE: Final = ipaddress.IPv6Network("::/96")
-_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")
 _FIX_ADDRESS: Final = "the server sends requests only to public hosts; use a public URL"
 
 
@@ -319,18 +313,7 @@ def _resolved(host: str, resolve: Callable[[str], list[str]]) -> list[_IpAddress
 
 
 def _is_public(address: _IpAddress | None) -> bool:
-    """:func:`~bsky_backfill.core.netguard.is_public_ip`, plus the IPv4 address inside
-    NAT64, 6to4 and IPv4-compatible IPv6 addresses, which ``is_global`` does not see."""
-    if address is None or not is_public_ip(address):
-        return False
-    if isinstance(address, ipaddress.IPv4Address):
-        return True
-    if address in _LOCAL_NAT64:
-        return False
-    embedded = address.sixtofour
-    if address in _NAT64 or address in _IPV4_COMPATIBLE:
-        embedded = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
-    return embedded is None or is_public_ip(embedded)
+    return address is not None and is_public_ip(address)
 
 
 def _key(at: _KeyPath) -> str:

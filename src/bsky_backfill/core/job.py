@@ -31,7 +31,7 @@ from bsky_backfill.core.netguard import PublicOnlyResolver
 from bsky_backfill.core.outputs import open_sink, preflight, work_dir
 from bsky_backfill.core.select import Selection
 from bsky_backfill.core.worker import WorkerOptions
-from bsky_backfill.errors import JobCancelled
+from bsky_backfill.errors import BackfillError, JobCancelled
 from bsky_backfill.observability.alerts import alert_for, send_alert
 from bsky_backfill.observability.logs import job_context
 from bsky_backfill.observability.metrics import JobMetrics
@@ -54,6 +54,7 @@ __all__ = [
     "job_metrics",
     "job_runner",
     "limiter_options",
+    "mark_stopped",
     "observed",
     "open_checked_sink",
     "open_job",
@@ -250,12 +251,23 @@ async def _run_job(
                 dids = [] if finished_before else await source_dids(config, runner.client)
                 await runner.run(dids)
             except BaseException as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                await store.set_job_state(config.name, JobState.FAILED, error)
+                await mark_stopped(store, config.name, JobState.FAILED, exc)
                 raise
         return await finish_job(config, store, sink, started, runner)
     finally:
         await store.aclose()
+
+
+async def mark_stopped(
+    store: JobStore, job_id: str, state: JobState, cause: BaseException | str
+) -> None:
+    """Record why a job stopped, if the store still can: a store that is the reason (a
+    full disk) must not replace the error the user needs to see with its own."""
+    detail = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+    try:
+        await store.set_job_state(job_id, state, detail)
+    except BackfillError as exc:
+        logger.warning("job.state_not_recorded", state=state.value, error=str(exc))
 
 
 async def open_checked_sink(config: BackfillConfig) -> Sink:

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import structlog
 
+from bsky_backfill.aio import one_error
 from bsky_backfill.atproto.identity import Identity, IdentityResolver
 from bsky_backfill.atproto.syntax import is_valid_did
 from bsky_backfill.atproto.xrpc import XrpcClient
@@ -190,7 +191,8 @@ class JobRunner:
             asyncio.create_task(self._count_periodically()),
         ]
         try:
-            await work
+            with one_error():
+                await work
         finally:
             for helper in helpers:
                 helper.cancel()

@@ -30,10 +30,31 @@ class RefusedAddress(PermanentError):
     """A PDS endpoint that points somewhere a backfill must not send requests."""
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits and that ``is_global``
+# judges by the IPv6 prefix alone: NAT64 (RFC 6052) and the deprecated IPv4-compatible
+# form. 64:ff9b:1::/48 (RFC 8215) is for local use, so never public.
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE: Final = ipaddress.IPv6Network("::/96")
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 def is_public_ip(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True for a globally routable unicast address (IPv4-mapped IPv6 judged as IPv4)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """True for a globally routable unicast address. An IPv6 address carrying an IPv4
+    one (mapped, NAT64, 6to4, IPv4-compatible) is public only if that IPv4 address is."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address in _LOCAL_NAT64:
+            return False
+        elif address in _NAT64 or address in _IPV4_COMPATIBLE:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+            return _is_global(address) and _is_global(embedded)
+        elif address.sixtofour is not None:
+            return _is_global(address) and _is_global(address.sixtofour)
+    return _is_global(address)
+
+
+def _is_global(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_global and not address.is_multicast
 
 

@@ -18,7 +18,7 @@ from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.repo import Repo, RepoRecord
 from bsky_backfill.atproto.syntax import is_valid_tid, parse_datetime, tid_to_datetime
 from bsky_backfill.core.models import RecordRow
-from bsky_backfill.errors import InvalidSyntax
+from bsky_backfill.errors import InvalidSyntax, MalformedBlock
 
 __all__ = ["FUTURE_TOLERANCE", "Selection", "SelectionCounts", "record_moment", "select_rows"]
 
@@ -141,7 +141,7 @@ def select_rows(
                 uri=uri,
                 cid=record.cid,
                 created_at=moment if flag is None else None,
-                record=to_json(record.value),
+                record=_record_json(record),
                 rev=repo.rev,
                 commit_cid=repo.commit_cid,
                 pds=pds,
@@ -152,3 +152,15 @@ def select_rows(
             )
         )
     return rows
+
+
+def _record_json(record: RepoRecord) -> str:
+    """The record as JSON. A record nested deeper than JSON encoding can go is valid
+    DAG-CBOR but cannot be written: the repo fails (as a malformed one would) rather
+    than the job."""
+    try:
+        return to_json(record.value)
+    except RecursionError:
+        raise MalformedBlock(
+            f"record {record.collection}/{record.rkey} nests too deep to be written as JSON"
+        ) from None

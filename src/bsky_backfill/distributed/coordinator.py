@@ -34,6 +34,7 @@ from bsky_backfill.core.job import (
     finish_job,
     job_metrics,
     job_runner,
+    mark_stopped,
     observed,
     open_checked_sink,
     open_job,
@@ -147,13 +148,13 @@ async def _run(job: _Job, refresh: bool) -> None:
         await job.runner.publish_unbatched()
     except asyncio.CancelledError:
         await job.flags.cancel(job.job_id)
-        await job.store.set_job_state(job.job_id, JobState.CANCELLED, "cancelled")
+        await mark_stopped(job.store, job.job_id, JobState.CANCELLED, "cancelled")
         raise
     except JobCancelled:
-        await job.store.set_job_state(job.job_id, JobState.CANCELLED, "cancelled")
+        await mark_stopped(job.store, job.job_id, JobState.CANCELLED, "cancelled")
         raise
     except BaseException as exc:
-        await job.store.set_job_state(job.job_id, JobState.FAILED, _described(exc))
+        await mark_stopped(job.store, job.job_id, JobState.FAILED, exc)
         raise
 
 

@@ -28,6 +28,11 @@ from bsky_backfill.errors import HostUnavailable, XrpcError
         "http://[fd00::1]",
         "http://[::ffff:127.0.0.1]",
         "http://[::ffff:169.254.169.254]",
+        "http://[64:ff9b::a00:1]",  # NAT64 of 10.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]",  # NAT64 of the cloud metadata address
+        "http://[64:ff9b:1::808:808]",  # local-use NAT64 prefix
+        "http://[2002:a00:1::]",  # 6to4 of 10.0.0.1
+        "http://[::7f00:1]",  # IPv4-compatible 127.0.0.1
         "http://0.0.0.0",
         "http://224.0.0.1",
         "file:///etc/passwd",
@@ -41,7 +46,14 @@ def test_private_and_odd_endpoints_are_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["https://bsky.social", "https://morel.us-east.host.bsky.network", "http://8.8.8.8"]
+    "url",
+    [
+        "https://bsky.social",
+        "https://morel.us-east.host.bsky.network",
+        "http://8.8.8.8",
+        "http://[64:ff9b::808:808]",  # NAT64 of a public address
+        "http://[2606:4700::1111]",
+    ],
 )
 def test_public_endpoints_pass(url: str) -> None:
     check_endpoint(url, allow_private=False)

@@ -9,6 +9,7 @@ import pytest
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.atproto.syntax import datetime_to_tid
 from bsky_backfill.core.select import Selection, SelectionCounts, record_moment, select_rows
+from bsky_backfill.errors import MalformedBlock
 from bsky_backfill.fakenet.repo_writer import build_repo
 from tests.support.repos import DID, KEY
 
@@ -142,3 +143,25 @@ def test_a_record_with_a_link_serialises_it_as_link_json() -> None:
     assert json.loads(row.record)["embed"]["ref"] == {
         "$link": cbrrr.CID.cidv1_raw_sha256_32_from(b"i").encode("base32")
     }
+
+
+def test_a_record_too_deep_to_write_as_json_fails_its_repo_not_the_job() -> None:
+    deep: dict = {"createdAt": "2025-01-15T00:00:00Z"}
+    for _ in range(998):  # within DAG-CBOR decoding's cap (1001), past JSON encoding's
+        deep = {"a": deep}
+    deep["$type"] = "app.bsky.feed.post"
+    records = {f"app.bsky.feed.post/{TID_JAN}": deep}
+    export = build_repo(DID, records, rev="3l4cqjgbemz2c", sign=KEY.sign)
+    with (
+        read_repo(export.car, signing_key=KEY.did_key) as repo,
+        pytest.raises(MalformedBlock, match="nests too deep to be written as JSON"),
+    ):
+        select_rows(
+            repo,
+            repo.records,
+            Selection(),
+            pds="https://p",
+            job_id="j",
+            fetched_at=NOW,
+            counts=SelectionCounts(),
+        )

@@ -94,10 +94,17 @@ def translate(error: Exception, operation: str) -> Exception:
     return error
 
 
+_DISK_TROUBLE: Final = ("disk I/O error", "database or disk is full")
+
+
 def _store_error(retryable: bool, operation: str, cause: BaseException) -> BackfillError:
+    brief = _brief(cause)
+    if any(words in brief for words in _DISK_TROUBLE):
+        # SQLite says no more than this: the usual cause is a full disk or a file size cap.
+        brief += " (is the disk holding the job's _state folder full?)"
     if retryable:
-        return StoreUnavailable(f"state store unavailable during {operation}: {_brief(cause)}")
-    return StoreError(f"state store refused {operation}: {_brief(cause)}")
+        return StoreUnavailable(f"state store unavailable during {operation}: {brief}")
+    return StoreError(f"state store refused {operation}: {brief}")
 
 
 @contextmanager
