@@ -4,12 +4,18 @@ several machines would have), and separate processes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
+import pytest
+
 from bsky_backfill.core.models import DidState
+from bsky_backfill.errors import StoreUnavailable
 from bsky_backfill.state import SqlJobStore
 from tests.support import REPO_ROOT
 from tests.unit.state.conftest import Backend
@@ -93,3 +99,29 @@ async def test_two_processes_never_share_a_did(backend: Backend, tmp_path: Path)
     assert set(claimed) == set(dids(3_000))
     assert set(claimed.values()) == {1}
     assert all(per_process), "both processes should have claimed some DIDs"
+
+
+async def test_a_wait_behind_a_stalled_session_ends_in_a_retryable_error(
+    backend: Backend,
+) -> None:
+    if backend.name != "postgresql":
+        pytest.skip("lock_timeout is PostgreSQL's (SQLite has busy_timeout)")
+
+    options = dataclasses.replace(backend.options, lock_timeout=0.5)
+    async with await SqlJobStore.open(backend.url, options) as store:
+        await store.create_job("j", "j", "", "h")
+        await store.add_dids("j", ["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"])
+        await store.claim("j", 1, worker_id="w")
+        stalled = await asyncpg.connect(backend.url)
+        try:
+            transaction = stalled.transaction()
+            await transaction.start()  # holds the row, then sits idle: a stalled worker
+            await stalled.execute(f'SELECT * FROM "{options.schema}".dids FOR UPDATE')
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="lock"):
+                await store.recover("j", worker_id="w")
+            assert time.monotonic() - started < 10
+            await transaction.rollback()
+        finally:
+            await stalled.close()
+        assert (await store.recover("j", worker_id="w")).released == 1

@@ -58,6 +58,10 @@ class StoreOptions:
     seconds to reach PostgreSQL. ``pool_size``: connections kept open. ``schema``: a
     PostgreSQL schema for the tables (None: the search path's default; not for SQLite).
     ``chunk_size``: rows per statement and per transaction in bulk writes (``add_dids``).
+    ``lock_timeout``: seconds a PostgreSQL statement waits for a lock before it fails
+    (retryably) — a wait behind a stalled session ends in an error that is retried,
+    never in a worker stuck for good; ``idle_timeout``: seconds PostgreSQL keeps a
+    session that sits idle inside a transaction before ending it (and its locks).
     """
 
     busy_timeout: float = 30.0
@@ -65,11 +69,14 @@ class StoreOptions:
     pool_size: int = 5
     schema: str | None = None
     chunk_size: int = 10_000
+    lock_timeout: float = 60.0
+    idle_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         if self.schema is not None and not _SCHEMA_NAME.fullmatch(self.schema):
             raise ConfigError(f"state store schema {self.schema!r} must match [a-z_][a-z0-9_]*")
-        if self.busy_timeout < 0 or self.connect_timeout <= 0 or self.pool_size < 1:
+        timeouts = (self.connect_timeout, self.lock_timeout, self.idle_timeout)
+        if self.busy_timeout < 0 or min(timeouts) <= 0 or self.pool_size < 1:
             raise ConfigError("state store timeouts must be positive and pool_size >= 1")
         if self.chunk_size < 1:
             raise ConfigError("state store chunk_size must be at least 1")
@@ -104,7 +111,13 @@ def create_store_engine(url: URL, options: StoreOptions) -> AsyncEngine:
         if options.schema is not None:
             raise ConfigError("state store: schema is a PostgreSQL option, not for SQLite")
     else:
-        kwargs["connect_args"] = {"timeout": options.connect_timeout}
+        kwargs["connect_args"] = {
+            "timeout": options.connect_timeout,
+            "server_settings": {
+                "lock_timeout": str(round(options.lock_timeout * 1000)),
+                "idle_in_transaction_session_timeout": str(round(options.idle_timeout * 1000)),
+            },
+        }
         kwargs["pool_pre_ping"] = True  # a server restart invalidates pooled connections
         if options.schema is not None:
             execution["schema_translate_map"] = {None: options.schema}
