@@ -8,7 +8,11 @@ scale for every host and no latency):
 
     {"seed": 1, "accounts": 2000, "hosts": 10, "max_records": 20, "size_scale": 4,
      "host_specs": [{"global_limit": 50, "global_window_s": 10, ...}, ...],
-     "latency_s": {"3": 0.5}, "dids_out": "/tmp/dids.tsv", "warm": true}
+     "latency_s": {"3": 0.5}, "dids_out": "/tmp/dids.tsv", "warm": true,
+     "population": {"huge": [3000000], "web_share": 0}, "cache_bytes": 4294967296}
+
+``population`` (optional) sets any other :class:`PopulationSpec` field; ``cache_bytes``
+the world's export cache (default 2 GiB).
 
 It writes every account (``did<TAB>host<TAB>status``) to ``dids_out``, builds every
 repo export ahead when ``warm`` (so the benchmark measures the engine, not repo
@@ -32,15 +36,20 @@ from bsky_backfill.fakenet.spec import HostSpec, NetworkSpec
 
 
 def network_spec(spec: dict[str, Any]) -> NetworkSpec:
+    extra = dict(spec.get("population", {}))
+    if "huge" in extra:
+        extra["huge"] = tuple(extra["huge"])  # JSON has lists; the spec is frozen
     population = PopulationSpec(
         seed=spec["seed"],
         accounts=spec["accounts"],
         hosts=spec["hosts"],
         max_records=spec.get("max_records", 20),
         size_scale=spec.get("size_scale", 4.0),
+        **extra,
     )
     hosts = tuple(HostSpec(**host) for host in spec["host_specs"])
-    return NetworkSpec(population, hosts=hosts, log_limit=None, cache_bytes=2 * 1024**3)
+    cache = spec.get("cache_bytes", 2 * 1024**3)
+    return NetworkSpec(population, hosts=hosts, log_limit=None, cache_bytes=cache)
 
 
 async def serve(spec: dict[str, Any]) -> None:

@@ -1,0 +1,51 @@
+"""What a figure was measured on: cores, Python, CPU model, load, date (shared helpers)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load() -> str:
+    """The 1, 5 and 15-minute load averages (the machine is shared with test runs)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "cpu": cpu_model(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_before": load(),
+    }
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process (every thread), not of its children."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
