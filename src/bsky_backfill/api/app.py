@@ -2,10 +2,11 @@
 
 Routes under ``/api/backfill`` (DESIGN.md "Interfaces"): ``POST /start``,
 ``GET /status/{job_id}``, ``GET /jobs``, ``DELETE /jobs/{job_id}``, ``GET /configs``,
-``POST /configs``; plus ``/healthz`` and ``/metrics`` (no key needed) and the OpenAPI
-page at ``/docs``. Every other route needs ``Authorization: Bearer <key>`` with the
-route's scope (read < write < admin): 401 without a valid key, 403 with too weak a one,
-429 (with ``RateLimit-*`` and ``Retry-After``) over the key's request rate. Every
+``POST /configs``, ``POST /dispatch`` (a dispatch config, run in the background); plus
+``/healthz`` and ``/metrics`` (no key needed) and the OpenAPI page at ``/docs``. Every
+other route needs ``Authorization: Bearer <key>`` with the route's scope (read < write <
+admin): 401 without a valid key, 403 with too weak a one, 429 (with ``RateLimit-*`` and
+``Retry-After``) over the key's request rate. Every
 mutating call (POST, DELETE) is written to the audit log, refused ones included.
 
 A config received over HTTP is a request to read local files and fetch URLs, so it is
@@ -46,6 +47,7 @@ from bsky_backfill.config.schema import BackfillConfig, Distributed
 from bsky_backfill.config.yamldoc import with_section
 from bsky_backfill.core.job import JobOutcome, run_job
 from bsky_backfill.core.manager import Progress
+from bsky_backfill.dispatch.config import DispatchConfig
 from bsky_backfill.distributed.app import BrokerSettings
 from bsky_backfill.errors import ConfigError, JobNotFound
 from bsky_backfill.observability.metrics import JobMetrics
@@ -56,6 +58,8 @@ __all__ = [
     "ClusterSettings",
     "ConfigRequest",
     "ConfigSummary",
+    "DispatchAccepted",
+    "DispatchRequest",
     "JobAccepted",
     "ProblemDetail",
     "ServerSettings",
@@ -144,6 +148,18 @@ class JobAccepted(BaseModel):
     job_id: str
 
 
+class DispatchRequest(_Strict):
+    """A dispatch config (YAML with top-level ``dispatch:``) to run in the background."""
+
+    config_yaml: Annotated[str, Field(min_length=1, max_length=MAX_CONFIG_BYTES)]
+
+
+class DispatchAccepted(BaseModel):
+    """The answer to ``POST /dispatch``: the dispatch started (its config's name)."""
+
+    dispatch: str
+
+
 class ConfigSummary(BaseModel):
     """One stored config version (its YAML is not echoed back)."""
 
@@ -200,6 +216,7 @@ def create_app(settings: ServerSettings, *, run: RunJob = run_job) -> FastAPI:
     app.exception_handler(JobAlreadyRunning)(_conflict)
     app.exception_handler(405)(_method_not_allowed)
     _routes(app, settings)
+    _dispatch_route(app, settings)
     return app
 
 
@@ -317,6 +334,39 @@ def _routes(app: FastAPI, settings: ServerSettings) -> None:
             sha256=stored.sha256,
             created_at=stored.created_at.isoformat(),
         )
+
+
+def _dispatch_route(app: FastAPI, settings: ServerSettings) -> None:
+    """``POST /dispatch``: check a dispatch config like a job's, then run it as a task of
+    this app (one run per dispatch name at a time: 409 otherwise)."""
+    from bsky_backfill.dispatch.background import DispatchAlreadyRunning, DispatchTasks
+    from bsky_backfill.dispatch.loader import load_dispatch_config_text
+    from bsky_backfill.dispatch.safety import check_api_dispatch
+
+    tasks = DispatchTasks()
+
+    @app.post(
+        f"{PREFIX}/dispatch",
+        status_code=202,
+        dependencies=[Depends(need(Scope.WRITE))],
+        responses={**_BAD_BODY, 409: {"model": ProblemDetail, "description": "already running"}},
+    )
+    async def dispatch(body: DispatchRequest) -> DispatchAccepted:
+        check_config_size(body.config_yaml)
+
+        def check() -> DispatchConfig:
+            config = load_dispatch_config_text(
+                body.config_yaml, base_dir=settings.data_roots[0], environ={}
+            )
+            check_api_dispatch(config, settings.policy)
+            return config
+
+        config = await asyncio.to_thread(check)
+        try:
+            tasks.start(config)
+        except DispatchAlreadyRunning as exc:
+            raise HTTPException(409, str(exc)) from None
+        return DispatchAccepted(dispatch=config.name)
 
 
 async def _checked(text: str, settings: ServerSettings) -> tuple[BackfillConfig, str]:

@@ -57,7 +57,7 @@ from bsky_backfill.state.sql.engine import (
     store_url,
 )
 from bsky_backfill.state.sql.schema import UtcDateTime
-from bsky_backfill.state.sql.translate import store_errors
+from bsky_backfill.state.sql.translate import store_errors, transaction
 
 __all__ = ["ApiKey", "AuditEntry", "KeyNotFound", "KeyStore", "Scope"]
 
@@ -242,10 +242,8 @@ class KeyStore:
         self, operation: str, *, read_only: bool = False
     ) -> AsyncIterator[AsyncConnection]:
         """One transaction, committed on success; database exceptions translated."""
-        engine = self._reader if read_only else self._engine
-        with store_errors(operation):
-            async with engine.begin() as conn:
-                yield conn
+        async with transaction(self._reader if read_only else self._engine, operation) as conn:
+            yield conn
 
     async def create(self, scope: Scope, name: str = "") -> tuple[ApiKey, str]:
         """A new key and its token. The token is returned here and only here: the store

@@ -57,6 +57,10 @@ __all__ = [
     "ApiPolicy",
     "check_api_config",
     "check_config_size",
+    "host_problem",
+    "is_inside",
+    "local_paths",
+    "path_problems",
     "resolve_host",
 ]
 
@@ -121,7 +125,7 @@ def check_api_config(config: BackfillConfig, policy: ApiPolicy) -> None:
     ``key``, the dotted field path such as ``backfill.source.path``. Touches the file
     system (``realpath``) and resolves host names with ``policy.resolve``: it blocks.
     """
-    problems = [*_path_problems(config, policy), *_limit_problems(config, policy.limits)]
+    problems = [*path_problems(config, policy), *_limit_problems(config, policy.limits)]
     if config.distributed != Distributed():
         problems.append(
             ConfigError(
@@ -139,21 +143,25 @@ def check_api_config(config: BackfillConfig, policy: ApiPolicy) -> None:
 # --- local paths -------------------------------------------------------------------------
 
 
-def _path_problems(config: BackfillConfig, policy: ApiPolicy) -> list[ConfigError]:
+def path_problems(
+    config: BaseModel, policy: ApiPolicy, section: str = "backfill"
+) -> list[ConfigError]:
+    """A problem for every local path in ``config`` (its keys under ``section``) that
+    lies outside the server's data roots."""
     roots = tuple(Path(os.path.realpath(root)) for root in policy.data_roots)
     shown = ", ".join(str(root) for root in policy.data_roots)
     return [
         ConfigError(
             f"must be inside one of the server's data roots: {shown} (symlinks are followed "
             "and '..' collapsed); give a path below one of them",
-            key=_key(at),
+            key=format_key((section, *at)),
         )
-        for at, path in _local_paths(config)
-        if not _inside(path, roots)
+        for at, path in local_paths(config)
+        if not is_inside(path, roots)
     ]
 
 
-def _local_paths(node: object, at: _KeyPath = ()) -> Iterator[tuple[_KeyPath, PurePath]]:
+def local_paths(node: object, at: _KeyPath = ()) -> Iterator[tuple[_KeyPath, PurePath]]:
     """Every ``Path`` value in the config with its key path below ``backfill``.
 
     Found by walking the models rather than listing fields, so that a path field added
@@ -163,13 +171,13 @@ def _local_paths(node: object, at: _KeyPath = ()) -> Iterator[tuple[_KeyPath, Pu
         yield at, node
     elif isinstance(node, BaseModel):
         for name in type(node).model_fields:
-            yield from _local_paths(getattr(node, name), (*at, name))
+            yield from local_paths(getattr(node, name), (*at, name))
     elif isinstance(node, tuple | list):
         for index, item in enumerate(node):
-            yield from _local_paths(item, (*at, index))
+            yield from local_paths(item, (*at, index))
 
 
-def _inside(path: PurePath, roots: tuple[Path, ...]) -> bool:
+def is_inside(path: PurePath, roots: tuple[Path, ...]) -> bool:
     """True if ``path``, as the file system resolves it now, lies in one of ``roots``.
 
     ``realpath`` (not strict) follows every symlink in the part of the path that exists
@@ -236,7 +244,7 @@ def _network_problems(config: BackfillConfig, policy: ApiPolicy) -> list[ConfigE
     for at, url in _outbound_urls(config):
         host = (urlsplit(url).hostname or "").rstrip(".")
         if host not in verdicts:
-            verdicts[host] = _host_problem(host, policy.resolve)
+            verdicts[host] = host_problem(host, policy.resolve)
         if (problem := verdicts[host]) is not None:
             problems.append(ConfigError(f"{problem}; {_FIX_ADDRESS}", key=_key(at)))
     return problems
@@ -258,7 +266,7 @@ def _outbound_urls(config: BackfillConfig) -> list[tuple[_KeyPath, str]]:
     return [(at, url) for at, url in urls if url is not None]
 
 
-def _host_problem(host: str, resolve: Callable[[str], list[str]]) -> str | None:
+def host_problem(host: str, resolve: Callable[[str], list[str]]) -> str | None:
     """What is wrong with sending requests to ``host`` (lowercase, no brackets), or None.
 
     Resolved addresses are not named in the message: that would let API clients map the

@@ -17,6 +17,12 @@ Tables:
 - ``batches``: one row per issued batch: state (open / committed / published /
   abandoned), the worker that opened it, timestamps, counts.
 - ``identities``: the identity cache, shared by all jobs: DID -> serialized entry.
+- ``dispatch_targets``: one row per (dispatch, integration) of ``bsky_backfill.dispatch``;
+  ``key`` is its surrogate, ``batch_seq`` the last batch number issued to it.
+- ``dispatch_batches``: one row per batch sent to an integration: open (being sent) ->
+  acknowledged (the receiver answered success), or abandoned (a run died with it open).
+- ``dispatch_deliveries``: one row per record version (uri, cid) an integration
+  acknowledged, written in the same transaction that marks its batch acknowledged.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -48,10 +55,14 @@ from bsky_backfill.core.models import DidState
 from bsky_backfill.state.model import BatchState, JobState
 
 __all__ = [
+    "DISPATCH_BATCH_STATES",
     "SCHEMA_VERSION",
     "UtcDateTime",
     "batches",
     "dids",
+    "dispatch_batches",
+    "dispatch_deliveries",
+    "dispatch_targets",
     "identities",
     "jobs",
     "metadata",
@@ -62,6 +73,9 @@ SCHEMA_VERSION: Final = 1
 """The pre-Alembic marker in ``store_meta``: stays 1 for good. The schema's version is
 now its Alembic revision (``state/migrations``); bumping this without rewriting
 ``store_meta`` in a revision would make every existing store refuse to open."""
+
+DISPATCH_BATCH_STATES: Final = ("open", "acknowledged", "abandoned")
+"""The states of a ``dispatch_batches`` row (``bsky_backfill.dispatch.ledger.BatchStatus``)."""
 
 metadata = MetaData(
     naming_convention={
@@ -179,4 +193,38 @@ identities = Table(
     Column("expires_at", Float, nullable=False),
     Column("entry", Text, nullable=False),
     Index(None, "expires_at"),
+)
+
+dispatch_targets = Table(
+    "dispatch_targets",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    Column("dispatch", String, nullable=False),
+    Column("integration", String, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("batch_seq", Integer, nullable=False, server_default="0"),
+    UniqueConstraint("dispatch", "integration"),
+)
+
+dispatch_batches = Table(
+    "dispatch_batches",
+    metadata,
+    Column("target", Integer, ForeignKey("dispatch_targets.key"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("state", String(16), nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime),
+    CheckConstraint(_one_of("state", DISPATCH_BATCH_STATES), name="state"),
+    Index(None, "target", "state"),
+)
+
+dispatch_deliveries = Table(
+    "dispatch_deliveries",
+    metadata,
+    Column("target", Integer, ForeignKey("dispatch_targets.key"), primary_key=True),
+    Column("uri", String, primary_key=True),
+    Column("cid", String, primary_key=True),
+    Column("batch", Integer, nullable=False),
+    Column("acknowledged_at", UtcDateTime, nullable=False),
 )

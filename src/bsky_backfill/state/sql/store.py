@@ -41,7 +41,7 @@ from bsky_backfill.state.sql.engine import (
     ensure_schema,
     store_url,
 )
-from bsky_backfill.state.sql.translate import store_errors
+from bsky_backfill.state.sql.translate import store_errors, transaction
 
 if TYPE_CHECKING:
     from bsky_backfill.state.protocol import JobStore
@@ -119,10 +119,8 @@ class SqlJobStore:
     ) -> AsyncIterator[AsyncConnection]:
         """One transaction, committed on success and rolled back on any exception; the one
         place database exceptions are translated."""
-        engine = self._reader if read_only else self._engine
-        with store_errors(operation):
-            async with engine.begin() as conn:
-                yield conn
+        async with transaction(self._reader if read_only else self._engine, operation) as conn:
+            yield conn
 
     async def _key(self, conn: AsyncConnection, job_id: str) -> int:
         key = self._job_keys.get(job_id)

@@ -15,15 +15,16 @@ Retryability is decided from error codes, not message text: SQLite's primary res
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Final
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bsky_backfill.errors import BackfillError, ConfigError, StoreError, StoreUnavailable
 
-__all__ = ["is_retryable_driver_error", "store_errors", "translate"]
+__all__ = ["is_retryable_driver_error", "store_errors", "transaction", "translate"]
 
 # SQLite primary result codes worth retrying: another connection holds the lock (BUSY,
 # LOCKED), the machine ran short (NOMEM, FULL: the disk), or the file system failed
@@ -137,3 +138,12 @@ def _brief(error: BaseException) -> str:
         text = ""
     text = text or type(error).__name__
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine, operation: str) -> AsyncIterator[AsyncConnection]:
+    """One transaction on ``engine``, committed on success and rolled back on any
+    exception, its database exceptions translated (:func:`store_errors`)."""
+    with store_errors(operation):
+        async with engine.begin() as conn:
+            yield conn
