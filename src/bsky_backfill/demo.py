@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow.dataset as ds
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 from rich.progress import Progress as Bar
@@ -50,6 +49,8 @@ backfill:
 
 def compare_with_truth(dataset: Path, truth: dict[str, ExpectedRepo]) -> list[str]:
     """Every way the dataset at ``dataset`` differs from ``truth`` (empty: exact)."""
+    import pyarrow.dataset as ds  # here: `run` imports this module, and ds costs ~50 MB
+
     records = ds.dataset(dataset / "records", format="parquet", partitioning="hive")
     got: dict[str, dict[tuple[str, str], str]] = {}
     for row in records.to_table(columns=["did", "collection", "rkey", "cid"]).to_pylist():

@@ -102,9 +102,13 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not part of the atproto data model")
 
 
+# One encoder for every record: json.dumps with options builds a new one per call.
+_ENCODER: Final = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
 def to_json(value: Any) -> str:
     """The atproto JSON form of a decoded value: links as ``{"$link"}``, bytes as ``{"$bytes"}``.
 
     Compact, keys in the record's own order, non-ASCII kept as is.
     """
-    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)

@@ -22,7 +22,6 @@ import structlog
 
 from bsky_backfill.atproto.identity import IdentityOptions, IdentityResolver
 from bsky_backfill.atproto.xrpc import XrpcClient, XrpcOptions
-from bsky_backfill.cloud.aws import AwsTarget
 from bsky_backfill.config.schema import BackfillConfig
 from bsky_backfill.core.limits import HostLimiter, LimiterOptions
 from bsky_backfill.core.manager import JobOptions, JobRunner, Progress
@@ -37,10 +36,8 @@ from bsky_backfill.observability.logs import job_context
 from bsky_backfill.observability.metrics import JobMetrics
 from bsky_backfill.sinks import AsyncSink, Manifest, Sink
 from bsky_backfill.sinks.base import write_errors
-from bsky_backfill.sources.derived import derive_dids
 from bsky_backfill.sources.files import read_did_file, read_values
 from bsky_backfill.sources.pds import list_repos
-from bsky_backfill.sources.s3 import read_s3_dids
 from bsky_backfill.sources.sqlite import read_did_query
 from bsky_backfill.state.identity_cache import StoreIdentityCache
 from bsky_backfill.state.model import Job, JobState
@@ -126,9 +123,16 @@ async def source_dids(config: BackfillConfig, client: XrpcClient) -> list[str]:
         return list(read_did_file(Path(source.path), source.column))
     if source.type == "sqlite":
         return list(read_did_query(Path(source.path), source.query))
+    # Imported when used: pyarrow.dataset (with pandas) and boto3 cost every other job
+    # ~80 MB of memory (BENCHMARKS.md, peak memory).
     if source.type == "derived":
+        from bsky_backfill.sources.derived import derive_dids
+
         return list(derive_dids(Path(source.dataset), source.relations))
     if source.type == "s3":
+        from bsky_backfill.cloud.aws import AwsTarget
+        from bsky_backfill.sources.s3 import read_s3_dids
+
         target = AwsTarget(source.region, source.endpoint_url)
         return await asyncio.to_thread(list, read_s3_dids(source.uri, source.column, target))
     return [did async for did in list_repos(client, source.hosts)]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bsky_backfill.cloud.aws import AwsTarget
-from bsky_backfill.cloud.s3 import Bucket
 from bsky_backfill.config.schema import BackfillConfig
 from bsky_backfill.config.sections import DynamoDbStorage, S3Storage
 from bsky_backfill.sinks import SINK_TYPES, Sink
-from bsky_backfill.sinks.dynamodb import DynamoDbSink, DynamoTables
-from bsky_backfill.sinks.s3 import S3ParquetSink
+
+# The cloud sinks are imported when a config asks for one: boto3 costs every other job
+# ~30 MB of memory (BENCHMARKS.md, peak memory).
 
 __all__ = ["open_sink", "preflight", "work_dir"]
 
@@ -34,9 +33,17 @@ def open_sink(config: BackfillConfig) -> Sink:
     """The sink ``config.storage`` describes (no I/O yet)."""
     storage = config.storage
     if isinstance(storage, S3Storage):
+        from bsky_backfill.cloud.aws import AwsTarget
+        from bsky_backfill.cloud.s3 import Bucket
+        from bsky_backfill.sinks.s3 import S3ParquetSink
+
         target = AwsTarget(storage.region, storage.endpoint_url)
         return S3ParquetSink(Bucket(storage.path, target))
     if isinstance(storage, DynamoDbStorage):
+        from bsky_backfill.cloud.aws import AwsTarget
+        from bsky_backfill.cloud.s3 import Bucket
+        from bsky_backfill.sinks.dynamodb import DynamoDbSink, DynamoTables
+
         target = AwsTarget(storage.region, storage.endpoint_url)
         overflow = Bucket(storage.overflow_path, target) if storage.overflow_path else None
         tables = DynamoTables(
@@ -60,7 +67,13 @@ def preflight(config: BackfillConfig, sink: Sink) -> None:
     their first write reports a problem with the path.
     """
     storage = config.storage
-    if isinstance(sink, S3ParquetSink):
-        sink.check()
-    elif isinstance(sink, DynamoDbSink) and isinstance(storage, DynamoDbStorage):
-        sink.check(create_tables=storage.create_tables)
+    if isinstance(storage, S3Storage):
+        from bsky_backfill.sinks.s3 import S3ParquetSink
+
+        if isinstance(sink, S3ParquetSink):
+            sink.check()
+    elif isinstance(storage, DynamoDbStorage):
+        from bsky_backfill.sinks.dynamodb import DynamoDbSink
+
+        if isinstance(sink, DynamoDbSink):
+            sink.check(create_tables=storage.create_tables)

@@ -22,8 +22,8 @@ from contextlib import asynccontextmanager
 from typing import Final, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from bsky_backfill.distributed.redis_io import redis_call
 from bsky_backfill.errors import StoreUnavailable
 
 __all__ = ["POLL_SECONDS", "CancelFlags", "Lease"]
@@ -71,11 +71,8 @@ class CancelFlags:
 
     @staticmethod
     async def call(request: Awaitable[_T]) -> _T:
-        """``request``'s answer; Redis errors become ``StoreUnavailable``."""
-        try:
-            return await request
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable for cancel flags: {exc}") from exc
+        """``request``'s answer; see :func:`~.redis_io.redis_call`."""
+        return await redis_call(request, what="cancel flags and leases")
 
 
 class Lease:
@@ -114,7 +111,8 @@ class Lease:
             yield
         finally:
             renewing.cancel()
-            await asyncio.gather(renewing, return_exceptions=True)
+            # Bounded all the same: a renewer that never ends must not hold its run.
+            await asyncio.wait({renewing}, timeout=self.TTL_SECONDS)
             await CancelFlags.call(self._release(keys=[self._key], args=[self._token]))
 
     async def _keep_renewing(self) -> None:

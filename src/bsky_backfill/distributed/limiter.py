@@ -38,9 +38,9 @@ from typing import Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from bsky_backfill.core.limits import HostLimiter, LimiterOptions, extended_pause
+from bsky_backfill.distributed.redis_io import redis_call
 from bsky_backfill.errors import StoreUnavailable
 
 __all__ = ["RedisPace", "SharedHostLimiter", "SharedLimiters"]
@@ -92,11 +92,7 @@ return {string.format('%.3f', wait), string.format('%.6f', rate),
 
 
 async def _redis(request: Awaitable[_T], host: str | None = None) -> _T:
-    """The one place Redis errors become :class:`StoreUnavailable`."""
-    try:
-        return await request
-    except (RedisError, OSError) as exc:
-        raise StoreUnavailable(f"Redis unavailable for rate limits: {exc}", host=host) from exc
+    return await redis_call(request, what="rate limits", host=host)
 
 
 def _ms(seconds: float) -> int:
