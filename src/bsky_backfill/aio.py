@@ -12,6 +12,7 @@ __all__ = [
     "finish_before_cancel",
     "finishes_before_cancel",
     "first_error",
+    "keeping_cancellation",
     "one_error",
     "thread_to_the_end",
 ]
@@ -92,3 +93,26 @@ def one_error() -> Iterator[None]:
         yield
     except BaseExceptionGroup as group:
         raise first_error(group) from group
+
+
+async def keeping_cancellation(work: Awaitable[_T]) -> _T:
+    """``await work``; if this task was cancelled meanwhile and ``work`` swallowed it
+    (answered, or failed some other way), raise ``CancelledError`` all the same.
+
+    redis-py's asyncio client (8.x) does swallow a cancellation that lands while a
+    command is in flight (about one in four at random instants): a loop polling Redis
+    then never stops, and whoever waits for it waits for ever.
+    """
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    try:
+        answer = await work
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError from exc
+        raise
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return answer

@@ -220,7 +220,7 @@ def dispatch(
     acknowledged, so running again resumes (after kill -9, at most the batch in flight
     is sent twice; receivers dedupe by uri + cid). Exit 0 when every integration is
     done, 1 if one failed, 2 for a bad config.
-    Example: bsky-backfill dispatch configs/examples/dispatch.yml
+    Example: bsky-backfill dispatch configs/examples/dispatch.yaml
     """
     from bsky_backfill.dispatch import DispatchMetrics, load_dispatch_config, run_dispatch
     from bsky_backfill.observability.exporter import metrics_server
@@ -479,6 +479,13 @@ def worker(
         typer.Option(help="This machine's egress IP id (for rate_limit_scope: egress_ip)."),
     ] = None,
     log_level: _LOG_LEVEL = "INFO",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Serve this worker's /metrics here (0: off; pool solo/threads)."
+        ),
+    ] = 0,
+    metrics_address: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run a Celery worker for distributed jobs (run --distributed, or serve --broker).
 
@@ -486,15 +493,30 @@ def worker(
     """
     import os
 
+    from prometheus_client import start_http_server
+
     from bsky_backfill.distributed.app import BrokerSettings, broker_url, celery_app
     from bsky_backfill.distributed.tasks import EGRESS_ENV
+    from bsky_backfill.observability.metrics import JobsMetrics
 
     if pool not in ("prefork", "solo", "threads"):
         _fail(f"--pool {pool!r}: choose prefork, solo or threads", code=2)
     configure_logging(log_level)
+    if metrics_port and pool == "prefork":
+        _fail(
+            "--metrics-port needs --pool threads or solo: prefork runs tasks in child "
+            "processes whose figures one port cannot serve",
+            code=2,
+        )
     if egress_id:
         os.environ[EGRESS_ENV] = egress_id
-    celery = celery_app(BrokerSettings(broker_url(broker), queue, visibility_timeout))
+    jobs = JobsMetrics()
+    celery = celery_app(BrokerSettings(broker_url(broker), queue, visibility_timeout), jobs)
+    if metrics_port:
+        try:
+            start_http_server(metrics_port, addr=metrics_address, registry=jobs.registry)
+        except OSError as exc:
+            _fail(f"--metrics-port {metrics_port}: {exc}; choose a free port", code=2)
     celery.worker_main(
         [
             "worker",

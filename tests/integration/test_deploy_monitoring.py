@@ -35,8 +35,7 @@ def promtool() -> str:
 
 @pytest.fixture(scope="module")
 def scrape(tmp_path_factory: pytest.TempPathFactory) -> Scrape:
-    text, _log = scrape_of_a_running_job(tmp_path_factory.mktemp("scraped") / "job")
-    return parse(text)
+    return parse(scrape_of_a_running_job(tmp_path_factory.mktemp("scraped") / "job").last)
 
 
 def run(promtool: str, *args: str | Path) -> None:

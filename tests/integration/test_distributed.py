@@ -21,8 +21,9 @@ from typing import BinaryIO
 import httpx
 import pytest
 
-from tests.support import require
+from tests.support import free_port, require
 from tests.support.jobs import CLI, dids_of, fakenet, job_yaml, run_cli
+from tests.support.metrics import parse
 from tests.support.moto import Moto
 from tests.support.postgres import drop_schema, postgres_problem, postgres_url
 from tests.support.redis import REDIS_URL as REDIS
@@ -57,14 +58,15 @@ class Workers:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs: list[BinaryIO] = []
 
-    def start(self, count: int) -> None:
+    def start(self, count: int, *options: str) -> None:
+        """``count`` more workers, with ``options`` for the worker command."""
         for _ in range(count):
             n = len(self.processes)
             log = (self.folder / f"worker{n}.log").open("wb")
             self.logs.append(log)
             command = [*CLI, "worker", "--broker", REDIS, "--queue", self.queue]
             command += ["--pool", "solo", "--concurrency", "1", "--visibility-timeout", VISIBILITY]
-            self.processes.append(subprocess.Popen(command, stdout=log, stderr=log))
+            self.processes.append(subprocess.Popen([*command, *options], stdout=log, stderr=log))
 
     def log(self) -> str:
         return "".join(path.read_text() for path in sorted(self.folder.glob("worker*.log")))
@@ -313,7 +315,9 @@ def test_the_server_sends_its_jobs_to_the_workers_and_reports_their_progress(
     fakenet_process: dict[str, object],
     cluster: Cluster,
 ) -> None:
-    cluster.workers.start(2)
+    cluster.workers.start(1)
+    port = free_port()
+    cluster.workers.start(1, "--metrics-port", str(port))  # its tasks' figures, scraped below
     options = ["--allow-private-addresses", "--broker", REDIS, "--queue", cluster.queue]
     options += ["--visibility-timeout", VISIBILITY, "--state-url", postgres_url()]
     options += ["--state-schema", cluster.schema]
@@ -328,6 +332,9 @@ def test_the_server_sends_its_jobs_to_the_workers_and_reports_their_progress(
     assert status["state"] == "completed", status
     assert sum(status["counts"].values()) == len(dids)
     assert rows(server.root / "out") == reference(tmp_path, fakenet_process)
+    scrape = parse(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    assert scrape.total("bsky_backfill_requests_total", job_id="dist") > 0
+    assert 0 < scrape.total("bsky_backfill_repos_total", job_id="dist") <= len(dids)
 
 
 CLOUD = {

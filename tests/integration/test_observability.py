@@ -93,9 +93,11 @@ async def test_the_scrape_of_a_job_under_faults_agrees_with_its_summary_and_data
 def test_a_running_job_serves_its_metrics_and_logs_json_lines_with_its_fields(
     tmp_path: Path,
 ) -> None:
-    text, log = scrape_of_a_running_job(tmp_path)
-    scrape = parse(text)
+    scrapes = scrape_of_a_running_job(tmp_path)
+    scrape, log = parse(scrapes.running), scrapes.log
     assert scrape.total("bsky_backfill_job_state", job_id="scraped", state="running") == 1
+    assert scrape.total("bsky_backfill_repos_total") > 0
+    scrape = parse(scrapes.last)
     assert scrape.total("bsky_backfill_rate_limited_total") > 0  # the network is tight
     assert scrape.total("bsky_backfill_requests_total", status="429") > 0
     assert scrape.total("bsky_backfill_rate_limit_wait_seconds_total") > 0

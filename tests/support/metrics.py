@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import free_port
 from tests.support.jobs import CLI, dids_of, fakenet, job_yaml
 
-__all__ = ["Sample", "Scrape", "parse", "scrape_of_a_running_job"]
+__all__ = ["JobScrapes", "Sample", "Scrape", "parse", "scrape_of_a_running_job"]
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,19 @@ def parse(text: str) -> Scrape:
     return found
 
 
-def scrape_of_a_running_job(folder: Path) -> tuple[str, str]:
+@dataclass(frozen=True)
+class JobScrapes:
+    """Of one run: a scrape taken while the job ran with repos finished, the last scrape
+    taken (the most series), and the run's stderr (its log)."""
+
+    running: str
+    last: str
+    log: str
+
+
+def scrape_of_a_running_job(folder: Path) -> JobScrapes:
     """Run a job (``folder/job.yaml``) against a rate-limited simulated network with its
-    metrics on a free port; scrape them while it runs. Returns the last scrape taken
-    after repos were finished, and the run's stderr (its log)."""
+    metrics on a free port; scrape them while it runs."""
     folder.mkdir(parents=True, exist_ok=True)
     with fakenet("--rate-limit-scale", "0.003", "--rate-window", "4") as net:
         (folder / "dids.txt").write_text("\n".join(dids_of(net)) + "\n")
@@ -69,18 +78,24 @@ def scrape_of_a_running_job(folder: Path) -> tuple[str, str]:
             process = subprocess.Popen(
                 [*CLI, "run", "job.yaml"], cwd=folder, stdout=subprocess.DEVNULL, stderr=err
             )
-            last = ""
+            scrapes: list[str] = []
             try:
                 while process.poll() is None:
-                    last = _scrape(port) or last
+                    if (found := _scrape(port)) is not None:
+                        scrapes.append(found)
                     time.sleep(0.5)
             finally:
                 if process.poll() is None:
                     process.kill()
                 process.wait()
         assert process.returncode == 0, log.read_text()[-3000:]
-    assert "bsky_backfill_repos_total" in last, "no scrape after repos were finished"
-    return last, log.read_text()
+    running = [
+        text
+        for text in scrapes
+        if parse(text).total("bsky_backfill_job_state", state="running") == 1
+    ]
+    assert running, "no scrape while the job ran with repos finished"
+    return JobScrapes(running[0], scrapes[-1], log.read_text())
 
 
 def _scrape(port: int) -> str | None:

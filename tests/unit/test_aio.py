@@ -11,6 +11,7 @@ from bsky_backfill.aio import (
     finish_before_cancel,
     finishes_before_cancel,
     first_error,
+    keeping_cancellation,
     one_error,
     thread_to_the_end,
 )
@@ -123,3 +124,33 @@ async def test_a_task_group_failure_leaves_as_the_error_that_caused_it() -> None
     with pytest.raises(OSError, match="disk full") as raised:
         await both()
     assert isinstance(raised.value.__cause__, BaseExceptionGroup)
+
+
+async def test_a_cancellation_the_awaited_work_swallowed_still_stops_the_task() -> None:
+    async def swallows() -> str:  # as redis-py's client may, mid-command
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "an answer"
+        return "never"
+
+    reached_after = False
+
+    async def caller() -> None:
+        nonlocal reached_after
+        await keeping_cancellation(swallows())
+        reached_after = True
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not reached_after
+
+
+async def test_work_that_is_not_cancelled_answers_as_usual() -> None:
+    async def answers() -> int:
+        return 42
+
+    assert await keeping_cancellation(answers()) == 42

@@ -63,6 +63,8 @@ __all__ = [
 
 logger = structlog.get_logger(__name__)
 
+_IDENTITIES_IN_MEMORY = 20_000
+
 
 @dataclass(frozen=True)
 class JobOutcome:
@@ -325,7 +327,9 @@ async def job_runner(
         web_scheme: Literal["http", "https"] = (
             "http" if config.network.allow_private_addresses else "https"
         )
-        cache = StoreIdentityCache(store)
+        # Identities are fetched back from the store per claimed chunk: memory need not hold
+        # a whole job's (55 MB per 100k DIDs).
+        cache = StoreIdentityCache(store, max_entries=_IDENTITIES_IN_MEMORY)
         resolver = IdentityResolver(
             client,
             IdentityOptions(

@@ -373,6 +373,9 @@ class JobRunner:
             claims = await self.store.claim(
                 self.job_id, want, worker_id=self.options.worker_id, host=host
             )
+            if claims and self._identity_cache is not None:
+                # Memory keeps only the latest identities: bring these back from the store.
+                await self._identity_cache.prefetch([c.did for c in claims], time.time())
             if left is not None:
                 left -= len(claims)
             for claim in claims:

@@ -24,7 +24,7 @@ from bsky_backfill.errors import ConfigError, ConfigProblems
 
 __all__ = ["load_dispatch_config", "load_dispatch_config_text"]
 
-_EXAMPLE = "configs/examples/dispatch.yml"
+_EXAMPLE = "configs/examples/dispatch.yaml"
 _KINDS = ", ".join(INTEGRATION_TYPES)
 _KIND_MESSAGES = {
     "union_tag_invalid": f"is not a known type: use one of {_KINDS}",

@@ -19,6 +19,7 @@ from typing import Final
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from bsky_backfill.aio import keeping_cancellation
 from bsky_backfill.dispatch.config import RedisIntegration
 from bsky_backfill.dispatch.targets import Delivery, DeliveryRefused
 from bsky_backfill.errors import HostUnavailable
@@ -69,7 +70,7 @@ class RedisStreamTarget:
                         maxlen=spec.maxlen,
                         approximate=True,
                     )
-                await pipe.execute()
+                await keeping_cancellation(pipe.execute())  # redis-py may swallow one
         except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             raise HostUnavailable(f"Redis: {_brief(exc)}", url=_shown_url(spec.url)) from None
         except redis_errors.RedisError as exc:

@@ -18,6 +18,8 @@ from typing import Final
 
 from celery import Celery
 
+from bsky_backfill.observability.metrics import JobsMetrics
+
 __all__ = ["BROKER_ENV", "BrokerSettings", "broker_url", "celery_app"]
 
 BROKER_ENV: Final = "BSKY_BACKFILL_BROKER"
@@ -41,8 +43,9 @@ def broker_url(given: str | None = None) -> str:
     return given or os.environ.get(BROKER_ENV) or _DEFAULT_BROKER
 
 
-def celery_app(settings: BrokerSettings) -> Celery:
-    """A Celery app for ``settings`` with the job's tasks registered."""
+def celery_app(settings: BrokerSettings, metrics: JobsMetrics | None = None) -> Celery:
+    """A Celery app for ``settings`` with the job's tasks registered; ``metrics``: where a
+    worker's tasks count their requests, repos... (its ``--metrics-port``)."""
     app = Celery("bsky_backfill", broker=settings.url, backend=settings.url)
     transport: dict[str, object] = {
         "visibility_timeout": settings.visibility_timeout,
@@ -69,5 +72,5 @@ def celery_app(settings: BrokerSettings) -> Celery:
     )
     from bsky_backfill.distributed import tasks
 
-    tasks.register(app)
+    tasks.register(app, metrics)
     return app

@@ -12,12 +12,12 @@ cancels at random instants of a polling loop were swallowed.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
 from redis.exceptions import RedisError
 
+from bsky_backfill.aio import keeping_cancellation
 from bsky_backfill.errors import StoreUnavailable
 
 __all__ = ["redis_call"]
@@ -28,15 +28,8 @@ _T = TypeVar("_T")
 async def redis_call(request: Awaitable[_T], *, what: str, host: str | None = None) -> _T:
     """``request``'s answer. Raises ``StoreUnavailable`` naming ``what`` for a Redis or
     network error, and ``CancelledError`` when the task was cancelled during the call,
-    whatever the client made of it."""
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
+    whatever the client made of it (:func:`~bsky_backfill.aio.keeping_cancellation`)."""
     try:
-        answer = await request
+        return await keeping_cancellation(request)
     except (RedisError, OSError) as exc:
-        if task is not None and task.cancelling() > before:
-            raise asyncio.CancelledError from exc
         raise StoreUnavailable(f"Redis unavailable for {what}: {exc}", host=host) from exc
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
-    return answer

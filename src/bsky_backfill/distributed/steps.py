@@ -33,6 +33,7 @@ from bsky_backfill.core.outputs import open_sink
 from bsky_backfill.distributed.control import CancelFlags, Lease
 from bsky_backfill.distributed.limiter import SharedLimiters
 from bsky_backfill.errors import ConfigError
+from bsky_backfill.observability.metrics import JobMetrics
 from bsky_backfill.sinks import AsyncSink
 from bsky_backfill.state.sql.store import SqlJobStore
 
@@ -100,10 +101,12 @@ async def process_shard(
     *,
     seconds: float,
     egress_id: str,
+    metrics: JobMetrics | None = None,
 ) -> ShardReport:
     """Fetch up to ``budgets[host]`` DIDs of each host, claiming none after ``seconds``,
     stopping early (claims given back) when the job's cancel flag is raised. Returns at
-    once when another live run of the same task holds its lease."""
+    once when another live run of the same task holds its lease. ``metrics``: the job's
+    figures in this worker process (None: the run's own)."""
     worker_id = shard_worker_id(task_id)
     spec = config.distributed
     scope = "cluster" if spec.rate_limit_scope == "cluster" else egress_id
@@ -124,7 +127,13 @@ async def process_shard(
         async with (
             lease.kept(),
             job_runner(
-                config, store, sink, worker_id=worker_id, limiter_for=limiters.get, publish=False
+                config,
+                store,
+                sink,
+                worker_id=worker_id,
+                limiter_for=limiters.get,
+                publish=False,
+                metrics=metrics,
             ) as runner,
         ):
             await runner.recover_worker(worker_id)  # what a killed run of this task held

@@ -21,6 +21,7 @@ from bsky_backfill.config.loader import load_config_text
 from bsky_backfill.config.schema import BackfillConfig
 from bsky_backfill.distributed import steps
 from bsky_backfill.observability.logs import job_context
+from bsky_backfill.observability.metrics import JobsMetrics
 
 __all__ = ["EGRESS_ENV", "PLAN_TASK", "SHARD_TASK", "egress_id", "register"]
 
@@ -39,8 +40,9 @@ def egress_id() -> str:
     return os.environ.get(EGRESS_ENV) or socket.gethostname()
 
 
-def register(app: Celery) -> None:
-    """Register the job's tasks on ``app``."""
+def register(app: Celery, metrics: JobsMetrics | None = None) -> None:
+    """Register the job's tasks on ``app``; their figures go to ``metrics`` (None: to
+    each task's own, unseen)."""
 
     @app.task(name=PLAN_TASK)  # type: ignore[untyped-decorator]
     def plan_job(config_text: str, base_dir: str, refresh: bool) -> None:
@@ -54,8 +56,13 @@ def register(app: Celery) -> None:
     ) -> dict[str, Any]:
         config = _config(config_text, base_dir)
         task_id = str(task.request.id)
+        job = (
+            None
+            if metrics is None
+            else metrics.for_job(config.name, config.monitoring.host_label_limit)
+        )
         shard = steps.process_shard(
-            config, task_id, budgets, seconds=seconds, egress_id=egress_id()
+            config, task_id, budgets, seconds=seconds, egress_id=egress_id(), metrics=job
         )
         with job_context(config.name):
             report = asyncio.run(shard)

@@ -11,6 +11,7 @@ The metric names are a contract: ``deploy/prometheus/alerts.yml`` and
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,7 +25,7 @@ from prometheus_client.registry import Collector
 from bsky_backfill.observability.hosts import HostLabels
 from bsky_backfill.state.model import JobState
 
-__all__ = ["DEFAULT_HOST_LABELS", "HostFigures", "JobMetrics", "exposition"]
+__all__ = ["DEFAULT_HOST_LABELS", "HostFigures", "JobMetrics", "JobsMetrics", "exposition"]
 
 DEFAULT_HOST_LABELS: Final = 50
 _PREFIX: Final = "bsky_backfill_"
@@ -205,6 +206,12 @@ class _LimiterCollector(Collector):
 def exposition(registries: Iterable[CollectorRegistry]) -> bytes:
     """The Prometheus text of several registries whose metrics share names (one job's
     each): every family once, with the samples of all."""
+    combined = CollectorRegistry(auto_describe=False)
+    combined.register(_Fixed(_merged(registries)))
+    return generate_latest(combined)
+
+
+def _merged(registries: Iterable[CollectorRegistry]) -> list[Metric]:
     merged: dict[str, Metric] = {}
     for registry in registries:
         for family in registry.collect():
@@ -212,9 +219,7 @@ def exposition(registries: Iterable[CollectorRegistry]) -> bytes:
             if known is None:
                 known = merged[family.name] = Metric(family.name, family.documentation, family.type)
             known.samples.extend(family.samples)
-    combined = CollectorRegistry(auto_describe=False)
-    combined.register(_Fixed(list(merged.values())))
-    return generate_latest(combined)
+    return list(merged.values())
 
 
 class _Fixed(Collector):
@@ -223,3 +228,34 @@ class _Fixed(Collector):
 
     def collect(self) -> Iterator[Metric]:
         return iter(self._families)
+
+
+class JobsMetrics:
+    """The metrics of every job one process works for (a Celery worker's tasks), one
+    :class:`JobMetrics` per job id that all of its tasks add to; :attr:`registry` serves
+    them together. Thread-safe (a worker's ``threads`` pool)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, JobMetrics] = {}
+        self._lock = threading.Lock()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Merged(self))
+
+    def for_job(self, job_id: str, host_labels: int = DEFAULT_HOST_LABELS) -> JobMetrics:
+        with self._lock:
+            metrics = self._jobs.get(job_id)
+            if metrics is None:
+                metrics = self._jobs[job_id] = JobMetrics(job_id, host_labels=host_labels)
+            return metrics
+
+    def registries(self) -> list[CollectorRegistry]:
+        with self._lock:
+            return [metrics.registry for metrics in self._jobs.values()]
+
+
+class _Merged(Collector):
+    def __init__(self, jobs: JobsMetrics) -> None:
+        self._jobs = jobs
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(_merged(self._jobs.registries()))

@@ -59,7 +59,7 @@ def test_a_valid_config_is_normalised() -> None:
 
 def test_the_shipped_example_loads() -> None:
     config = load_dispatch_config(
-        REPO_ROOT / "configs" / "examples" / "dispatch.yml", environ={"CLASSIFIER_TOKEN": "x"}
+        REPO_ROOT / "configs" / "examples" / "dispatch.yaml", environ={"CLASSIFIER_TOKEN": "x"}
     )
     assert [i.name for i in config.integrations] == ["classifier", "feed_queue"]
 
@@ -99,7 +99,7 @@ def test_private_receivers_need_the_network_switch() -> None:
 
 def test_a_backfill_config_is_told_apart() -> None:
     assert problems("backfill: {name: x}\n") == [
-        "line 1: needs a top-level dispatch: mapping (see configs/examples/dispatch.yml)"
+        "line 1: needs a top-level dispatch: mapping (see configs/examples/dispatch.yaml)"
     ]
     assert problems(VALID + "backfill: {}\n") == [
         "line 16: backfill: belongs in a backfill config (bsky-backfill run), not a dispatch config"
