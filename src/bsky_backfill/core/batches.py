@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from bsky_backfill.aio import finish_before_cancel
 from bsky_backfill.core.models import RepoResult
 from bsky_backfill.errors import BatchRejected
 from bsky_backfill.observability.metrics import JobMetrics
@@ -86,7 +87,7 @@ class BatchWriter:
             pending, self._pending = self._pending, []
             self.metrics.queue_depth("results", 0)
             if pending:
-                await self._write(pending)
+                await finish_before_cancel(self._write(pending))
 
     async def publish_unbatched(self) -> None:
         """Publish the final states no batch carried (e.g. DIDs that failed to resolve)."""
@@ -95,10 +96,14 @@ class BatchWriter:
             chunk = rows[start : start + self.batch_size]
             # A re-run may have reopened these DIDs: their old rows must go when these land.
             olds = await self.store.superseded_of(self.job_id, [row.did for row in chunk])
+            batch = [_Pending(RepoResult(row), olds.get(row.did)) for row in chunk]
             async with self._lock:
-                await self._write([_Pending(RepoResult(row), olds.get(row.did)) for row in chunk])
+                await finish_before_cancel(self._write(batch))
 
     async def _write(self, pending: list[_Pending]) -> None:
+        """Stage, commit, publish and mark one batch. Callers let it finish before a
+        cancellation goes on: stopped between its steps, a batch would stay committed but
+        unmarked (published again by the next run's recovery, but not counted now)."""
         started = time.perf_counter()
         batch_id = await self.store.next_batch_id(self.job_id, worker_id=self.worker_id)
         supersedes = {p.result.repo.did: p.superseded for p in pending if p.superseded}

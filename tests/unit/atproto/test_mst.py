@@ -6,6 +6,8 @@ from typing import Any
 
 import cbrrr
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bsky_backfill.atproto.cid import cid_for_dag_cbor
 from bsky_backfill.atproto.mst import KeyRanges, key_layer, walk_mst
@@ -182,3 +184,19 @@ def test_a_missing_subtree_raises_what_fetch_raises() -> None:
     del blocks[root_node["l"].cid_bytes]
     with pytest.raises(TruncatedRepo):
         list(walk_mst(blocks.fetch, repo.data_cid.cid_bytes))
+
+
+_NSID_PARTS = st.sampled_from(["app", "bsky", "feed", "post", "like", "a", "b0", "x-y"])
+_NSIDS = st.lists(_NSID_PARTS, min_size=1, max_size=4).map(".".join)
+
+
+@given(
+    collections=st.lists(_NSIDS, max_size=5),
+    key=st.tuples(_NSIDS, st.sampled_from(["/", "0", ".", "/3lx", ""]), st.text(max_size=3)),
+)
+def test_key_ranges_hold_exactly_the_keys_of_their_collections(
+    collections: list[str], key: tuple[str, str, str]
+) -> None:
+    raw = "".join(key).encode()
+    expected = any(raw.startswith(c.encode() + b"/") for c in collections)
+    assert KeyRanges(collections).contains(raw) == expected
