@@ -21,6 +21,7 @@ opening one store at once do not race each other's migrations.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -152,13 +153,10 @@ def _sqlite_events(engine: AsyncEngine, options: StoreOptions) -> None:
         dbapi_connection.isolation_level = None
         try:
             cursor = dbapi_connection.cursor()
-            for pragma in (
-                f"PRAGMA busy_timeout = {busy_ms}",
-                "PRAGMA journal_mode = WAL",
-                "PRAGMA synchronous = FULL",
-                "PRAGMA foreign_keys = ON",
-            ):
-                cursor.execute(pragma)
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            _use_wal(cursor, options.busy_timeout)
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
             cursor.close()
         except BaseException:
             # Not a database, or unreadable: the pool re-raises without closing the new
@@ -170,6 +168,25 @@ def _sqlite_events(engine: AsyncEngine, options: StoreOptions) -> None:
     def _begin(connection: Connection) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _use_wal(cursor: Any, patience: float) -> None:
+    """Switch the database to WAL (it stays so: the setting is the file's). Switching
+    needs the file to itself, and SQLite answers "database is locked" at once, busy
+    timeout or not, when another connection opens the fresh file at the same moment;
+    then the other connection has usually switched it already, else try again."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError, as the adapter wraps it
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            return
+        time.sleep(0.01)  # on the driver's side of the adapter, once per lost race
 
 
 async def ensure_schema(engine: AsyncEngine, schema: str | None) -> None:
