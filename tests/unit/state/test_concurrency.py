@@ -4,7 +4,6 @@ several machines would have), and separate processes."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sys
 import time
@@ -16,8 +15,9 @@ import pytest
 
 from bsky_backfill.core.models import DidState
 from bsky_backfill.errors import StoreUnavailable
-from bsky_backfill.state import SqlJobStore
-from tests.support import REPO_ROOT
+from bsky_backfill.state import SqlJobStore, StoreOptions
+from tests.support import REPO_ROOT, require
+from tests.support.postgres import fresh_schema, postgres_problem, postgres_url
 from tests.unit.state.conftest import Backend
 
 JOB = "job-c"
@@ -101,27 +101,26 @@ async def test_two_processes_never_share_a_did(backend: Backend, tmp_path: Path)
     assert all(per_process), "both processes should have claimed some DIDs"
 
 
-async def test_a_wait_behind_a_stalled_session_ends_in_a_retryable_error(
-    backend: Backend,
-) -> None:
-    if backend.name != "postgresql":
-        pytest.skip("lock_timeout is PostgreSQL's (SQLite has busy_timeout)")
-
-    options = dataclasses.replace(backend.options, lock_timeout=0.5)
-    async with await SqlJobStore.open(backend.url, options) as store:
-        await store.create_job("j", "j", "", "h")
-        await store.add_dids("j", ["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"])
-        await store.claim("j", 1, worker_id="w")
-        stalled = await asyncpg.connect(backend.url)
-        try:
-            transaction = stalled.transaction()
-            await transaction.start()  # holds the row, then sits idle: a stalled worker
-            await stalled.execute(f'SELECT * FROM "{options.schema}".dids FOR UPDATE')
-            started = time.monotonic()
-            with pytest.raises(StoreUnavailable, match="lock"):
-                await store.recover("j", worker_id="w")
-            assert time.monotonic() - started < 10
-            await transaction.rollback()
-        finally:
-            await stalled.close()
-        assert (await store.recover("j", worker_id="w")).released == 1
+async def test_a_wait_behind_a_stalled_session_ends_in_a_retryable_error() -> None:
+    # PostgreSQL's lock_timeout; SQLite waits by its busy_timeout (tested with the store).
+    problem = postgres_problem()
+    require(problem is None, problem or "")
+    async with fresh_schema() as schema:
+        options = StoreOptions(schema=schema, lock_timeout=0.5)
+        async with await SqlJobStore.open(postgres_url(), options) as store:
+            await store.create_job("j", "j", "", "h")
+            await store.add_dids("j", ["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"])
+            await store.claim("j", 1, worker_id="w")
+            stalled = await asyncpg.connect(postgres_url())
+            try:
+                transaction = stalled.transaction()
+                await transaction.start()  # holds the row, then sits idle: a stalled worker
+                await stalled.execute(f'SELECT * FROM "{schema}".dids FOR UPDATE')
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="lock"):
+                    await store.recover("j", worker_id="w")
+                assert time.monotonic() - started < 10
+                await transaction.rollback()
+            finally:
+                await stalled.close()
+            assert (await store.recover("j", worker_id="w")).released == 1
