@@ -54,7 +54,7 @@ START, END = "2023-01-01", "2027-01-01"  # every generated createdAt is inside
 
 CONFIG = """\
 backfill:
-  name: bench_e2e
+  name: {name}
   source: {{type: file, path: {dids}}}
   record_types: {collections}
   time_range: {{start_date: "{start}", end_date: "{end}"}}
@@ -152,6 +152,7 @@ def write_config(network: Network, folder: Path, hosts: int) -> Path:
     path = folder / "job.yaml"
     path.write_text(
         CONFIG.format(
+            name="bench_e2e",
             dids=dids,
             collections=json.dumps(COLLECTIONS),
             start=START,

@@ -31,26 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_e2e import COLLECTIONS, END, START, UNLIMITED
+from benchmarks.bench_e2e import COLLECTIONS, CONFIG, END, START, UNLIMITED
 from benchmarks.bench_scheduler import REPO, Network
 from benchmarks.machine import RESULTS, load, log, machine
 
 MB = 1024 * 1024
 PAGE = 4096
 SAMPLE_S = 0.1
-
-CONFIG = """\
-backfill:
-  name: {name}
-  source: {{type: file, path: {dids}}}
-  record_types: {collections}
-  time_range: {{start_date: "{start}", end_date: "{end}"}}
-  identity: {{plc_url: "{plc}"}}
-  network: {{allow_private_addresses: true}}
-  processing: {{requests_per_second: 1000, max_concurrent_pds: {hosts}, batch_size: 100}}
-  storage: {{type: parquet, path: {out}}}
-  monitoring: {{prometheus_port: 0, log_level: INFO}}
-"""
 
 
 @dataclass(frozen=True)
