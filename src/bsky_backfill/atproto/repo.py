@@ -15,6 +15,7 @@ Verification levels:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class RepoRecord(NamedTuple):
 _new_record = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Commit:
     """The signed commit at the root of a repo export."""
 
@@ -74,7 +75,7 @@ class Commit:
     prev_cid: bytes | None
     cid: bytes
 
-    @property
+    @functools.cached_property
     def cid_str(self) -> str:
         return cid_to_str(self.cid)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 __all__ = ["FINAL_STATES", "DidState", "RecordRow", "RepoResult", "RepoRow"]
 
@@ -26,9 +27,12 @@ class DidState(StrEnum):
 FINAL_STATES = frozenset(DidState) - {DidState.PENDING, DidState.IN_PROGRESS}
 
 
-@dataclass(frozen=True, slots=True)
-class RecordRow:
-    """One kept record, as every sink writes it (``record`` is the atproto JSON text)."""
+class RecordRow(NamedTuple):
+    """One kept record, as every sink writes it (``record`` is the atproto JSON text).
+
+    A named tuple rather than a dataclass: an engine makes millions, and a tuple is built
+    in a third of the time and turned into columns at C speed (``zip(*rows)``).
+    """
 
     did: str
     collection: str

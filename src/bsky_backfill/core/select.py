@@ -23,6 +23,7 @@ from bsky_backfill.errors import InvalidSyntax, MalformedBlock
 __all__ = ["FUTURE_TOLERANCE", "Selection", "SelectionCounts", "record_moment", "select_rows"]
 
 FUTURE_TOLERANCE: Final = timedelta(minutes=5)
+_new_row: Final = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,18 +81,24 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _convenience(collection: str, value: dict[str, Any]) -> dict[str, str | None]:
+_NO_EXTRA: Final = (None, None, None, None, None)
+
+
+def _convenience(collection: str, value: dict[str, Any]) -> tuple[str | None, ...]:
+    """``(text, subject_uri, subject_did, reply_parent_uri, reply_root_uri)``."""
     if collection == "app.bsky.feed.post":
-        return {
-            "text": _str(value.get("text")),
-            "reply_parent_uri": _str(_get(value, "reply", "parent", "uri")),
-            "reply_root_uri": _str(_get(value, "reply", "root", "uri")),
-        }
+        return (
+            _str(value.get("text")),
+            None,
+            None,
+            _str(_get(value, "reply", "parent", "uri")),
+            _str(_get(value, "reply", "root", "uri")),
+        )
     if collection in ("app.bsky.feed.like", "app.bsky.feed.repost"):
-        return {"subject_uri": _str(_get(value, "subject", "uri"))}
+        return (None, _str(_get(value, "subject", "uri")), None, None, None)
     if collection in ("app.bsky.graph.follow", "app.bsky.graph.block"):
-        return {"subject_did": _str(value.get("subject"))}
-    return {}
+        return (None, None, _str(value.get("subject")), None, None)
+    return _NO_EXTRA
 
 
 def select_rows(
@@ -111,10 +118,12 @@ def select_rows(
     """
     rows = []
     window = selection.start is not None or selection.end is not None
+    did, rev, commit_cid = repo.did, repo.rev, repo.commit_cid
     for record in records:
-        if selection.collections is not None and record.collection not in selection.collections:
+        collection, rkey, value = record.collection, record.rkey, record.value
+        if selection.collections is not None and collection not in selection.collections:
             continue
-        moment, flag = record_moment(record.value, record.rkey, fetched_at)
+        moment, flag = record_moment(value, rkey, fetched_at)
         if flag is not None:
             counts.flags[flag] += 1
         if window:
@@ -126,29 +135,37 @@ def select_rows(
             ):
                 counts.outside_window += 1
                 continue
-        uri = record.uri(repo.did)
-        extra = _convenience(record.collection, record.value)
+        uri = f"at://{did}/{collection}/{rkey}"
+        text, subject_uri, subject_did, parent, root = _convenience(collection, value)
         if selection.subject_uris is not None and not (
-            uri in selection.subject_uris or extra.get("subject_uri") in selection.subject_uris
+            uri in selection.subject_uris or subject_uri in selection.subject_uris
         ):
             counts.not_subject += 1
             continue
+        # tuple.__new__: the NamedTuple's own __new__ is Python code, a third of a row's cost.
         rows.append(
-            RecordRow(
-                did=repo.did,
-                collection=record.collection,
-                rkey=record.rkey,
-                uri=uri,
-                cid=record.cid,
-                created_at=moment if flag is None else None,
-                record=_record_json(record),
-                rev=repo.rev,
-                commit_cid=repo.commit_cid,
-                pds=pds,
-                job_id=job_id,
-                fetched_at=fetched_at,
-                created_at_flag=flag,
-                **extra,
+            _new_row(
+                RecordRow,
+                (
+                    did,
+                    collection,
+                    rkey,
+                    uri,
+                    record.cid,
+                    moment if flag is None else None,
+                    _record_json(record),
+                    rev,
+                    commit_cid,
+                    pds,
+                    job_id,
+                    fetched_at,
+                    text,
+                    subject_uri,
+                    subject_did,
+                    parent,
+                    root,
+                    flag,
+                ),
             )
         )
     return rows

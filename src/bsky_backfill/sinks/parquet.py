@@ -94,10 +94,14 @@ _REPO_VALUE: dict[str, Callable[[RepoRow], Any]] = {
 }
 
 
+_POSITIONS: Final = tuple(RECORD_COLUMNS.index(f.name) for f in RECORDS_SCHEMA)
+
+
 def records_table(rows: Sequence[RecordRow]) -> pa.Table:
     """Record rows as an Arrow table with ``RECORDS_SCHEMA`` (no ``collection``)."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(RECORD_COLUMNS)
     return pa.Table.from_arrays(
-        [pa.array(list(map(attrgetter(f.name), rows)), f.type) for f in RECORDS_SCHEMA],
+        [pa.array(columns[i], f.type) for i, f in zip(_POSITIONS, RECORDS_SCHEMA, strict=True)],
         schema=RECORDS_SCHEMA,
     )
 

@@ -85,6 +85,33 @@ def test_a_frame_over_the_block_cap_is_malformed() -> None:
         MemoryCar(make_repo(3).car, CarLimits(max_block_bytes=32))
 
 
+def test_file_car_counts_duplicates_and_keeps_the_first_copy_like_memory_car(tmp_path) -> None:
+    repo = make_repo(60, duplicate_every=3)
+    path = tmp_path / "repo.car"
+    path.write_bytes(repo.car)
+    in_memory = MemoryCar(repo.car)
+    with FileCar(path) as on_disk:
+        assert on_disk.duplicates == in_memory.duplicates > 0
+        assert len(on_disk) == len(in_memory) == len(repo.blocks)
+        assert all(on_disk.get(cid) == data for cid, data in repo.blocks.items())
+
+
+def test_file_car_tells_apart_cids_whose_digests_share_their_index_key(tmp_path) -> None:
+    """The compact index keys a CID by 8 bytes of its digest; the full CID decides."""
+    shared = bytes([1, 0x71, 0x12, 0x20]) + b"K" * 8
+    first, second, absent = (shared + bytes([tail]) * 24 for tail in (1, 2, 3))
+    other_codec = bytes([1, 0x70, 0x12, 0x20]) + hashlib.sha256(b"pb").digest()
+    frames = [(first, b"one"), (second, b"two"), (first, b"copy"), (other_codec, b"pb")]
+    path = tmp_path / "crafted.car"
+    path.write_bytes(encode_car([cbrrr.CID(first)], frames))
+    with FileCar(path) as car:
+        assert (car.get(first), car.get(second), car.get(other_codec)) == (b"one", b"two", b"pb")
+        assert (len(car), car.duplicates) == (3, 1)
+        assert absent not in car and first in car
+        with pytest.raises(TruncatedRepo, match="lacks block"):
+            car.get(absent)
+
+
 def test_a_car_with_only_a_header_has_no_blocks() -> None:
     root = cid_for_dag_cbor(b"\xa0")
     car = MemoryCar(encode_car([cbrrr.CID(root)], []))

@@ -44,6 +44,24 @@ def test_to_json_matches_cbrrr_atjson_on_generated_records() -> None:
         assert ours == cbrrr.decode_dag_cbor(data, atjson_mode=True)
 
 
+def nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": BLOB}
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"big": 2**64 - 1, "low": -(2**64)}, nested(400)],
+    ids=["integers-beyond-64-bits", "nested-400-deep"],
+)
+def test_to_json_writes_what_the_fast_encoder_refuses(value: dict[str, object]) -> None:
+    data, cid = encoded(value)
+    text = to_json(decode_record(data, cid))
+    assert json.loads(text) == cbrrr.decode_dag_cbor(data, atjson_mode=True)
+
+
 @pytest.mark.parametrize(
     "data",
     [b"", b"\xff", b"\x01\x02", b"\xa2\x61b\x01\x61a\x02", b"\x81" * (MAX_NESTING + 5) + b"\x01"],

@@ -138,7 +138,7 @@ def test_jobs_sharing_the_tables_keep_each_others_rows_and_metadata(
     )
     theirs = repo_result("did:plc:a", 9, 4)
     other.stage(
-        "b1", [replace(theirs, records=tuple(replace(r, job_id="job-0") for r in theirs.records))]
+        "b1", [replace(theirs, records=tuple(r._replace(job_id="job-0") for r in theirs.records))]
     )
     other.publish("b1")
     before = seen(aws, "job-0")
@@ -195,7 +195,7 @@ def with_big_record(did: str, size: int = 450_000) -> RepoResult:
     """``did``'s result whose first record's JSON is ``size`` bytes."""
     result = repo_result(did, n=4)
     padding = "é" * ((size - 11) // 2)  # 2 bytes each in UTF-8
-    big = replace(result.records[0], record=json.dumps({"pad": padding}, ensure_ascii=False))
+    big = result.records[0]._replace(record=json.dumps({"pad": padding}, ensure_ascii=False))
     return RepoResult(result.repo, (big, *result.records[1:]))
 
 

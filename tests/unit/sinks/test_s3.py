@@ -200,7 +200,7 @@ def test_large_files_go_up_as_multipart_uploads(aws: Moto) -> None:
     sink = S3ParquetSink(bucket)
     result = repo_result("did:plc:big", 1, 1)
     noise = [
-        replace(record, rkey=f"k{i}", record=os.urandom(900).hex())
+        record._replace(rkey=f"k{i}", record=os.urandom(900).hex())
         for i, record in enumerate(result.records * 7000)
     ]
     big = replace(result, records=tuple(noise))

@@ -12,7 +12,6 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -273,7 +272,7 @@ def _incompressible(did: str) -> RepoResult:
     """A result of about 700 KB in any format: 300 records padded with random hex."""
     result = repo_result(did, n=300)
     padded = [
-        replace(r, record=json.dumps({"pad": os.urandom(1024).hex()})) for r in result.records
+        r._replace(record=json.dumps({"pad": os.urandom(1024).hex()})) for r in result.records
     ]
     return RepoResult(result.repo, tuple(padded))
 
