@@ -118,7 +118,10 @@ class BatchWriter:
             await self.store.mark_published(self.job_id, batch_id)
         self.batches += 1
         seconds = time.perf_counter() - started
-        records = Counter(r.collection for p in pending for r in p.result.records)
+        records: Counter[str] = Counter()
+        for p in pending:
+            records.update(p.result.repo.records_by_collection)
+            p.result.close()  # spilled rows are in the dataset now: their file can go
         self.metrics.batch_written(seconds, records)
         logger.debug(
             "batch.written",

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from bsky_backfill.core.spill import SpilledRows
 
 __all__ = ["FINAL_STATES", "DidState", "RecordRow", "RepoResult", "RepoRow"]
 
@@ -79,4 +82,10 @@ class RepoResult:
     """Everything one DID contributes to the dataset: written together, exactly once."""
 
     repo: RepoRow
-    records: tuple[RecordRow, ...] = ()
+    records: tuple[RecordRow, ...] | SpilledRows = ()
+    """The kept records: in memory, or on disk in chunks for a huge repo."""
+
+    def close(self) -> None:
+        """Release spilled rows (their file); a no-op for rows in memory."""
+        if not isinstance(self.records, tuple):
+            self.records.close()

@@ -9,7 +9,7 @@ neither, the record is outside and counted.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -20,7 +20,14 @@ from bsky_backfill.atproto.syntax import is_valid_tid, parse_datetime, tid_to_da
 from bsky_backfill.core.models import RecordRow
 from bsky_backfill.errors import InvalidSyntax, MalformedBlock
 
-__all__ = ["FUTURE_TOLERANCE", "Selection", "SelectionCounts", "record_moment", "select_rows"]
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "Selection",
+    "SelectionCounts",
+    "iter_rows",
+    "record_moment",
+    "select_rows",
+]
 
 FUTURE_TOLERANCE: Final = timedelta(minutes=5)
 _new_row: Final = tuple.__new__
@@ -101,7 +108,7 @@ def _convenience(collection: str, value: dict[str, Any]) -> tuple[str | None, ..
     return _NO_EXTRA
 
 
-def select_rows(
+def iter_rows(
     repo: Repo,
     records: Iterable[RepoRecord],
     selection: Selection,
@@ -110,13 +117,13 @@ def select_rows(
     job_id: str,
     fetched_at: datetime,
     counts: SelectionCounts,
-) -> list[RecordRow]:
-    """The rows of ``records`` that ``selection`` keeps; drops are tallied in ``counts``.
+) -> Iterator[RecordRow]:
+    """The rows of ``records`` that ``selection`` keeps, as they are read; drops are
+    tallied in ``counts``.
 
     Collections are expected to be pruned already (``read_repo(collections=...)``); they
     are checked again here so any record source gives the same rows.
     """
-    rows = []
     window = selection.start is not None or selection.end is not None
     did, rev, commit_cid = repo.did, repo.rev, repo.commit_cid
     for record in records:
@@ -143,32 +150,47 @@ def select_rows(
             counts.not_subject += 1
             continue
         # tuple.__new__: the NamedTuple's own __new__ is Python code, a third of a row's cost.
-        rows.append(
-            _new_row(
-                RecordRow,
-                (
-                    did,
-                    collection,
-                    rkey,
-                    uri,
-                    record.cid,
-                    moment if flag is None else None,
-                    _record_json(record),
-                    rev,
-                    commit_cid,
-                    pds,
-                    job_id,
-                    fetched_at,
-                    text,
-                    subject_uri,
-                    subject_did,
-                    parent,
-                    root,
-                    flag,
-                ),
-            )
+        yield _new_row(
+            RecordRow,
+            (
+                did,
+                collection,
+                rkey,
+                uri,
+                record.cid,
+                moment if flag is None else None,
+                _record_json(record),
+                rev,
+                commit_cid,
+                pds,
+                job_id,
+                fetched_at,
+                text,
+                subject_uri,
+                subject_did,
+                parent,
+                root,
+                flag,
+            ),
         )
-    return rows
+
+
+def select_rows(
+    repo: Repo,
+    records: Iterable[RepoRecord],
+    selection: Selection,
+    *,
+    pds: str,
+    job_id: str,
+    fetched_at: datetime,
+    counts: SelectionCounts,
+) -> list[RecordRow]:
+    """:func:`iter_rows` as a list."""
+    return list(
+        iter_rows(
+            repo, records, selection, pds=pds, job_id=job_id, fetched_at=fetched_at, counts=counts
+        )
+    )
 
 
 def _record_json(record: RepoRecord) -> str:

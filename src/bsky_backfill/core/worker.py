@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 from bsky_backfill.atproto.car import CarLimits
@@ -21,8 +23,9 @@ from bsky_backfill.atproto.identity import Identity
 from bsky_backfill.atproto.repo import Verify, read_repo
 from bsky_backfill.atproto.xrpc import XrpcClient
 from bsky_backfill.core.limits import HostLimiter
-from bsky_backfill.core.models import DidState, RepoResult, RepoRow
-from bsky_backfill.core.select import Selection, SelectionCounts, select_rows
+from bsky_backfill.core.models import DidState, RecordRow, RepoResult, RepoRow
+from bsky_backfill.core.select import Selection, SelectionCounts, iter_rows
+from bsky_backfill.core.spill import SPILL_ROWS, SpilledRows
 from bsky_backfill.errors import (
     BackfillError,
     PermanentError,
@@ -87,7 +90,7 @@ def _read(
         verify=options.verify,
         limits=limits,
     ) as repo:
-        rows = select_rows(
+        rows = iter_rows(
             repo,
             repo.records,
             options.selection,
@@ -96,8 +99,8 @@ def _read(
             fetched_at=fetched_at,
             counts=counts,
         )
+        kept, by_collection = _keep(rows, options.spool_dir)
         size = repo.size
-    by_collection = Counter(row.collection for row in rows)
     row = RepoRow(
         did=identity.did,
         status=DidState.COMPLETE,
@@ -106,12 +109,35 @@ def _read(
         rev=repo.rev,
         commit_cid=repo.commit_cid,
         verified=options.verify,
-        records=len(rows),
+        records=len(kept),
         records_by_collection=dict(sorted(by_collection.items())),
         bytes=size,
         fetched_at=fetched_at,
     )
-    return RepoResult(row, tuple(rows))
+    return RepoResult(row, kept)
+
+
+def _keep(
+    rows: Iterator[RecordRow], spool_dir: Path | None
+) -> tuple[tuple[RecordRow, ...] | SpilledRows, Counter[str]]:
+    """The rows in memory, or spilled to disk in chunks once there are ``SPILL_ROWS``
+    (memory bounded whatever the repo's size), and their count per collection."""
+    by_collection: Counter[str] = Counter()
+    first = list(islice(rows, SPILL_ROWS))
+    by_collection.update(row.collection for row in first)
+    if len(first) < SPILL_ROWS:
+        return tuple(first), by_collection
+    spilled = SpilledRows(spool_dir)
+    try:
+        chunk = first
+        while chunk:
+            spilled.append(chunk)
+            chunk = list(islice(rows, SPILL_ROWS))
+            by_collection.update(row.collection for row in chunk)
+    except BaseException:
+        spilled.close()
+        raise
+    return spilled, by_collection
 
 
 def unavailable(identity: Identity, error: RepoUnavailable, fetched_at: datetime) -> RepoResult:

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from bsky_backfill.atproto.syntax import is_valid_nsid
-from bsky_backfill.core.models import RecordRow, RepoResult, RepoRow
+from bsky_backfill.core.models import RepoResult, RepoRow
 from bsky_backfill.sinks.base import LocalSink, dids_by_batch, write_errors
 from bsky_backfill.sinks.durable import fsync_dir, fsync_file, make_dirs, remove_tree
 from bsky_backfill.sinks.manifest import DatasetInventory, FileEntry, file_entry, remove_manifest
-from bsky_backfill.sinks.rows import group_by_collection
+from bsky_backfill.sinks.rows import RecordsFile, group_by_collection, record_chunks
 
 __all__ = ["STAGING_DIR", "FileSink"]
 
@@ -65,8 +65,8 @@ class FileSink(LocalSink):
     # -- hooks ------------------------------------------------------------------------
 
     @abstractmethod
-    def _write_records(self, dest: Path, rows: Sequence[RecordRow]) -> None:
-        """Write one collection's record rows to ``dest`` and fsync it."""
+    def _open_records(self, dest: Path) -> RecordsFile:
+        """A new file at ``dest`` for one collection's record rows, written chunk by chunk."""
 
     @abstractmethod
     def _write_repos(self, dest: Path, rows: Sequence[RepoRow]) -> None:
@@ -117,13 +117,7 @@ class FileSink(LocalSink):
         try:
             part = self._part(batch_id)
             data = building / "data"
-            records = group_by_collection(r for result in results for r in result.records)
-            for collection, rows in records.items():
-                directory = data / self._records_dir(collection)
-                make_dirs(directory)
-                with write_errors(directory / part):
-                    self._write_records(directory / part, rows)
-                fsync_dir(directory)
+            self._write_record_files(data, part, results)
             if results:
                 make_dirs(data / "repos")
                 with write_errors(data / "repos" / part):
@@ -140,6 +134,27 @@ class FileSink(LocalSink):
             _remove_quietly(building)
             raise
         fsync_dir(self._staging)
+
+    def _write_record_files(self, data: Path, part: str, results: Sequence[RepoResult]) -> None:
+        """One file per collection, written chunk by chunk: a huge repo's spilled rows are
+        never all in memory (see ``core.spill``)."""
+        files: dict[Path, RecordsFile] = {}
+        try:
+            for chunk in record_chunks(results):
+                for collection, rows in group_by_collection(chunk).items():
+                    dest = data / self._records_dir(collection) / part
+                    with write_errors(dest):
+                        if dest not in files:
+                            make_dirs(dest.parent)
+                            files[dest] = self._open_records(dest)
+                        files[dest].write(rows)
+            for dest, file in files.items():
+                with write_errors(dest):
+                    file.close()
+                fsync_dir(dest.parent)
+        finally:
+            for file in files.values():
+                file.abandon()
 
     def _publish(self, batch_id: str) -> None:
         staged = self._staging / batch_id

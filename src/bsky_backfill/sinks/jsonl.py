@@ -18,7 +18,13 @@ from typing import Any
 from bsky_backfill.core.models import RecordRow, RepoRow
 from bsky_backfill.sinks.durable import fsync_file
 from bsky_backfill.sinks.files import FileSink
-from bsky_backfill.sinks.rows import RECORD_COLUMNS, REPO_COLUMNS, record_values, repo_values
+from bsky_backfill.sinks.rows import (
+    RECORD_COLUMNS,
+    REPO_COLUMNS,
+    RecordsFile,
+    record_values,
+    repo_values,
+)
 
 __all__ = ["JsonlSink"]
 
@@ -36,6 +42,25 @@ def _line(columns: Sequence[str], values: Sequence[Any]) -> bytes:
     return (_encode(dict(zip(columns, values, strict=True))) + "\n").encode()
 
 
+class _JsonlRecords:
+    """A records file appended a chunk at a time."""
+
+    def __init__(self, dest: Path) -> None:
+        self._dest = dest
+        self._file = open(dest, "wb")  # noqa: SIM115 - closed by close() or abandon()
+
+    def write(self, rows: Sequence[RecordRow]) -> None:
+        self._file.writelines(_line(RECORD_COLUMNS, record_values(r)) for r in rows)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+            fsync_file(self._dest)
+
+    def abandon(self) -> None:
+        self._file.close()
+
+
 class JsonlSink(FileSink):
     """Writes the dataset as JSON Lines files; see the module docstring for the layout."""
 
@@ -43,8 +68,8 @@ class JsonlSink(FileSink):
     suffix = ".jsonl"
     partition_prefix = ""
 
-    def _write_records(self, dest: Path, rows: Sequence[RecordRow]) -> None:
-        _write_lines(dest, (_line(RECORD_COLUMNS, record_values(r)) for r in rows))
+    def _open_records(self, dest: Path) -> RecordsFile:
+        return _JsonlRecords(dest)
 
     def _write_repos(self, dest: Path, rows: Sequence[RepoRow]) -> None:
         _write_lines(dest, (_line(REPO_COLUMNS, repo_values(r)) for r in rows))

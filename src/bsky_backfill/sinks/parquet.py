@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any, Final
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from bsky_backfill.core.models import RecordRow, RepoRow
 from bsky_backfill.sinks.durable import fsync_file
 from bsky_backfill.sinks.files import FileSink
-from bsky_backfill.sinks.rows import RECORD_COLUMNS, REPO_COLUMNS, counts_json
+from bsky_backfill.sinks.rows import RECORD_COLUMNS, REPO_COLUMNS, RecordsFile, counts_json
 
 __all__ = [
     "RECORDS_SCHEMA",
@@ -144,6 +145,32 @@ def _write(table: pa.Table, dest: Path, kind: str) -> None:
     fsync_file(dest)
 
 
+class _ParquetRecords:
+    """A records file written a chunk at a time (a row group or more per chunk)."""
+
+    def __init__(self, dest: Path) -> None:
+        self._dest = dest
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            dest, RECORDS_SCHEMA, compression="zstd", use_dictionary=_DICTIONARY["records"]
+        )
+
+    def write(self, rows: Sequence[RecordRow]) -> None:
+        assert self._writer is not None, "written after close"
+        self._writer.write_table(records_table(rows), row_group_size=ROW_GROUP_SIZE)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+            fsync_file(self._dest)
+
+    def abandon(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            with suppress(Exception):  # the staging folder holding it is removed next
+                writer.close()
+
+
 class ParquetSink(FileSink):
     """Writes the dataset as Parquet files; see the module docstring for the layout."""
 
@@ -151,8 +178,8 @@ class ParquetSink(FileSink):
     suffix = ".parquet"
     partition_prefix = "collection="
 
-    def _write_records(self, dest: Path, rows: Sequence[RecordRow]) -> None:
-        _write(records_table(rows), dest, "records")
+    def _open_records(self, dest: Path) -> RecordsFile:
+        return _ParquetRecords(dest)
 
     def _write_repos(self, dest: Path, rows: Sequence[RepoRow]) -> None:
         _write(repos_table(rows), dest, "repos")

@@ -9,17 +9,19 @@ as its string value. Naive datetimes are taken as UTC, as pyarrow does.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
-from bsky_backfill.core.models import RecordRow, RepoRow
+from bsky_backfill.core.models import RecordRow, RepoResult, RepoRow
 
 __all__ = [
     "RECORD_COLUMNS",
     "REPO_COLUMNS",
+    "RecordsFile",
     "counts_json",
     "group_by_collection",
+    "record_chunks",
     "record_values",
     "repo_values",
     "rfc3339",
@@ -116,6 +118,31 @@ def repo_values(r: RepoRow) -> tuple[str | int | None, ...]:
         r.error,
         rfc3339(r.fetched_at),
     )
+
+
+class RecordsFile(Protocol):
+    """One collection's record file of a batch, written chunk by chunk."""
+
+    def write(self, rows: Sequence[RecordRow]) -> None:
+        """Append rows."""
+
+    def close(self) -> None:
+        """Finish the file and fsync it."""
+
+    def abandon(self) -> None:
+        """Release the file after a failure (nothing is flushed); a no-op once closed."""
+
+
+def record_chunks(results: Iterable[RepoResult]) -> Iterator[Sequence[RecordRow]]:
+    """Every record of ``results`` in chunks: the rows held in memory together, then
+    each chunk of each huge repo's spilled rows (read one at a time)."""
+    results = list(results)
+    in_memory = [row for r in results if isinstance(r.records, tuple) for row in r.records]
+    if in_memory:
+        yield in_memory
+    for result in results:
+        if not isinstance(result.records, tuple):
+            yield from result.records.chunks()
 
 
 def group_by_collection(records: Iterable[RecordRow]) -> dict[str, list[RecordRow]]:

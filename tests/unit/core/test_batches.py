@@ -35,7 +35,13 @@ def result(did: str) -> RepoResult:
         job_id="j",
         fetched_at=NOW,
     )
-    row = RepoRow(did=did, status=DidState.COMPLETE, records=1, fetched_at=NOW)
+    row = RepoRow(
+        did=did,
+        status=DidState.COMPLETE,
+        records=1,
+        records_by_collection={"app.bsky.feed.post": 1},
+        fetched_at=NOW,
+    )
     return RepoResult(row, (record,))
 
 

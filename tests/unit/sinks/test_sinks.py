@@ -19,6 +19,7 @@ import pytest
 
 from bsky_backfill import __version__
 from bsky_backfill.core.models import DidState, RepoResult
+from bsky_backfill.core.spill import SpilledRows
 from bsky_backfill.sinks import SINK_TYPES, AsyncSink, Sink, SinkWriteFailed
 from bsky_backfill.sinks.manifest import canonical_json
 from tests.support import require
@@ -68,6 +69,19 @@ def test_stage_then_publish_shows_every_row_once(sink: Sink) -> None:
     assert seen(sink) == expected(FIRST)
     assert sum(seen(sink)[0].values()) == 12
     assert sink.staged_batches() == set()
+
+
+def test_a_huge_repos_spilled_rows_are_written_like_rows_in_memory(
+    sink: Sink, tmp_path: Path
+) -> None:
+    small, huge = repo_result("did:plc:small", n=4), repo_result("did:plc:huge", n=23)
+    spilled = SpilledRows(tmp_path)
+    for start in range(0, 23, 5):
+        spilled.append(huge.records[start : start + 5])
+    sink.stage("b1", [small, RepoResult(huge.repo, spilled)])
+    sink.publish("b1")
+    assert seen(sink) == expected([("b1", [small, huge], {})])
+    spilled.close()
 
 
 def test_staged_rows_are_invisible_until_published(sink: Sink) -> None:
