@@ -26,7 +26,6 @@ __all__ = [
     "SelectionCounts",
     "iter_rows",
     "record_moment",
-    "select_rows",
 ]
 
 FUTURE_TOLERANCE: Final = timedelta(minutes=5)
@@ -173,24 +172,6 @@ def iter_rows(
                 flag,
             ),
         )
-
-
-def select_rows(
-    repo: Repo,
-    records: Iterable[RepoRecord],
-    selection: Selection,
-    *,
-    pds: str,
-    job_id: str,
-    fetched_at: datetime,
-    counts: SelectionCounts,
-) -> list[RecordRow]:
-    """:func:`iter_rows` as a list."""
-    return list(
-        iter_rows(
-            repo, records, selection, pds=pds, job_id=job_id, fetched_at=fetched_at, counts=counts
-        )
-    )
 
 
 def _record_json(record: RepoRecord) -> str:

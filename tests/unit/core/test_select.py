@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 import cbrrr
 import pytest
 
-from bsky_backfill.atproto.repo import read_repo
+from bsky_backfill.atproto.repo import Repo, read_repo
 from bsky_backfill.atproto.syntax import datetime_to_tid
-from bsky_backfill.core.select import Selection, SelectionCounts, record_moment, select_rows
+from bsky_backfill.core.models import RecordRow
+from bsky_backfill.core.select import Selection, SelectionCounts, iter_rows, record_moment
 from bsky_backfill.errors import MalformedBlock
 from bsky_backfill.fakenet.repo_writer import build_repo
 from tests.support.repos import DID, KEY
@@ -60,19 +61,18 @@ RECORDS = {
 }
 
 
+def selected(repo: Repo, selection: Selection, counts: SelectionCounts) -> list[RecordRow]:
+    rows = iter_rows(
+        repo, repo.records, selection, pds="https://pds", job_id="j", fetched_at=NOW, counts=counts
+    )
+    return list(rows)
+
+
 def rows_for(selection: Selection) -> tuple[list, SelectionCounts]:
     export = build_repo(DID, RECORDS, rev="3l4cqjgbemz2c", sign=KEY.sign)
     counts = SelectionCounts()
     with read_repo(export.car, signing_key=KEY.did_key) as repo:
-        rows = select_rows(
-            repo,
-            repo.records,
-            selection,
-            pds="https://pds",
-            job_id="j",
-            fetched_at=NOW,
-            counts=counts,
-        )
+        rows = selected(repo, selection, counts)
     return rows, counts
 
 
@@ -131,15 +131,7 @@ def test_a_record_with_a_link_serialises_it_as_link_json() -> None:
     }
     export = build_repo(DID, records, rev="3l4cqjgbemz2c", sign=KEY.sign)
     with read_repo(export.car, signing_key=KEY.did_key) as repo:
-        (row,) = select_rows(
-            repo,
-            repo.records,
-            Selection(),
-            pds="p",
-            job_id="j",
-            fetched_at=NOW,
-            counts=SelectionCounts(),
-        )
+        (row,) = selected(repo, Selection(), SelectionCounts())
     assert json.loads(row.record)["embed"]["ref"] == {
         "$link": cbrrr.CID.cidv1_raw_sha256_32_from(b"i").encode("base32")
     }
@@ -156,12 +148,4 @@ def test_a_record_too_deep_to_write_as_json_fails_its_repo_not_the_job() -> None
         read_repo(export.car, signing_key=KEY.did_key) as repo,
         pytest.raises(MalformedBlock, match="nests too deep to be written as JSON"),
     ):
-        select_rows(
-            repo,
-            repo.records,
-            Selection(),
-            pds="https://p",
-            job_id="j",
-            fetched_at=NOW,
-            counts=SelectionCounts(),
-        )
+        selected(repo, Selection(), SelectionCounts())
