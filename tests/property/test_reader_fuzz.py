@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 import tracemalloc
 from datetime import timedelta
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -82,6 +84,33 @@ def test_mutated_cars_raise_only_typed_errors(
     base: bytes, edits: list[tuple[str, int, int]], verify: str
 ) -> None:
     assert_only_typed_errors(mutate(base, edits), verify)
+
+
+def outcome(car: bytes | Path, verify: str) -> object:
+    """The records read, or the type of error raised."""
+    key = KEY.did_key if verify == "full" else None
+    try:
+        with read_repo(car, signing_key=key, verify=verify, limits=LIMITS) as repo:
+            return [(r.collection, r.rkey, r.cid_bytes, r.value) for r in repo.records]
+    except TYPED as exc:
+        return type(exc)
+
+
+@settings(FUZZ, max_examples=150)
+@given(
+    base=st.sampled_from(SEED_CARS),
+    edits=st.lists(mutation, max_size=3),
+    verify=st.sampled_from(["full", "none"]),
+)
+def test_a_car_read_from_a_file_reads_exactly_as_from_memory(
+    base: bytes, edits: list[tuple[str, int, int]], verify: str
+) -> None:
+    """Files use the compact index, bytes a dict: same records, same errors."""
+    data = mutate(base, edits)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "repo.car"
+        path.write_bytes(data)
+        assert outcome(path, verify) == outcome(data, verify)
 
 
 @FUZZ

@@ -252,15 +252,15 @@ class CompactIndex:
 
         keys = np.frombuffer(self._keys, dtype=np.uint64)
         values = np.frombuffer(self._values, dtype=np.uint64)
-        order = np.lexsort((values, keys))
+        order = np.argsort(keys, kind="stable")  # frames were added in file order
         sorted_keys, sorted_values = keys[order], values[order]
         del keys, values, order
         self._keys, self._values = array("Q"), array("Q")  # the unsorted copies, freed
-        bits = max(1, min(24, len(sorted_keys).bit_length()))  # about one key per bucket
+        bits = max(1, min(22, len(sorted_keys).bit_length() - 2))  # ~2-4 keys per bucket
         self._shift = 64 - bits
         bounds = np.arange(1 << bits, dtype=np.uint64) << np.uint64(self._shift)
         starts = np.append(np.searchsorted(sorted_keys, bounds), len(sorted_keys))
-        self._starts = _uint64_view(starts.astype(np.uint64))
+        self._starts = memoryview(starts.astype(np.uint32)).cast("B").cast("I")
         self._keys_view = _uint64_view(sorted_keys)
         self._values_view = _uint64_view(sorted_values)
         runs: list[tuple[int, int]] = []  # maximal runs of equal keys: rare, so in Python
