@@ -10,12 +10,15 @@ from typing import Final
 
 __all__ = ["GC_THRESHOLDS", "tune_garbage_collector"]
 
-GC_THRESHOLDS: Final = (100_000, 50, 100)
+GC_THRESHOLDS: Final = (20_000, 10, 10)
 """Python 3.11's default (700, 10, 10) runs a young collection every 700 container
-allocations, and each full one walks every live object; a backfill allocates millions of
+allocations and an older one every 10 of those; a backfill allocates millions of
 short-lived, acyclic containers (decoded records, rows), freed by reference counting, so
-those collections find nothing. Measured (benchmarks/, BENCHMARKS.md): read + rows +
-Parquet of 100k records 18.5 -> 14.6 us per record."""
+those collections walk large heaps and find nothing. Only the young threshold is raised,
+and only so far: cyclic garbage (asyncio and aiohttp make some per request) waits for
+up to that many allocations, and at 100,000 a 100k-DID job peaked ~20 MB higher
+(320 vs 299 MB); 20,000 is as fast (``benchmarks/bench_pipeline.py``: ~15 us per record
+read + rows + Parquet, 19 with the default) for a few MB. See BENCHMARKS.md."""
 
 
 def tune_garbage_collector() -> None:
