@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import libipld
 
@@ -288,13 +288,14 @@ class CompactIndex:
         return len(self._keys_view) + len(self._other)
 
 
-def _view(values: Any, item: str) -> memoryview:
+def _view(values: Any, item: Literal["I", "Q"]) -> memoryview[int]:
     """A numpy array of unsigned ints as a sequence of Python ints (``item``: ``"I"`` or
     ``"Q"``); indexing it is ~3x faster than indexing the array, which makes a numpy
     scalar each time."""
     import numpy as np
 
-    return memoryview(np.ascontiguousarray(values)).cast("B").cast(item)
+    raw: memoryview[int] = np.ascontiguousarray(values).data.cast("B")
+    return raw.cast(item)
 
 
 class FileCar(CarStore):
