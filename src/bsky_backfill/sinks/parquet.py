@@ -116,15 +116,14 @@ def repos_table(rows: Sequence[RepoRow]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=REPOS_SCHEMA)
 
 
+def _options(kind: str) -> dict[str, Any]:
+    """The dataset's Parquet options for a ``kind`` ("records" or "repos") file."""
+    return {"compression": "zstd", "use_dictionary": _DICTIONARY[kind]}
+
+
 def write_parquet(table: pa.Table, dest: Path | IO[bytes], kind: str) -> None:
     """Write ``table`` (``kind`` records or repos) with the dataset's Parquet options."""
-    pq.write_table(
-        table,
-        dest,
-        compression="zstd",
-        row_group_size=ROW_GROUP_SIZE,
-        use_dictionary=_DICTIONARY[kind],
-    )
+    pq.write_table(table, dest, row_group_size=ROW_GROUP_SIZE, **_options(kind))
 
 
 def table_kind(path: str) -> str:
@@ -151,7 +150,7 @@ class _ParquetRecords:
     def __init__(self, dest: Path) -> None:
         self._dest = dest
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            dest, RECORDS_SCHEMA, compression="zstd", use_dictionary=_DICTIONARY["records"]
+            dest, RECORDS_SCHEMA, **_options("records")
         )
 
     def write(self, rows: Sequence[RecordRow]) -> None:
