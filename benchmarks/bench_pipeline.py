@@ -66,7 +66,7 @@ def read_only(repos: list[Repo]) -> int:
     for car, identity in repos:
         key = identity.signing_key.public_key().did_key
         with read_repo(car, signing_key=key, did=identity.did, collections=COLLECTIONS) as repo:
-            count += sum(1 for _ in repo.records)
+            count += sum(1 for _ in repo.record_parts())
     return count
 
 

@@ -21,6 +21,7 @@ from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.crypto import Keypair
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.errors import BadSignature, CorruptBlock, InvalidCommit, TruncatedRepo
+from tests.support.native import parts_both_ways
 from tests.support.realpds import PdsClient, RepoSnapshot
 from tests.support.realpds_population import LIKE, POST, PROFILE, THING, post_text
 
@@ -139,6 +140,22 @@ def test_collection_filter_returns_exactly_that_subset(
     snap = realpds_accounts["carol"]
     rows = read_all(snap.car, snap, collections=wanted)
     assert triples(rows) == {t for t in snap.expected if t[0] in wanted}
+
+
+@pytest.mark.parametrize("name", ["alice", "bob", "carol", "dave"])
+@pytest.mark.parametrize("wanted", [None, [LIKE, PROFILE]])
+def test_the_c_reader_reads_the_real_servers_repos_itself_and_exactly(
+    realpds_accounts: dict[str, RepoSnapshot], name: str, wanted: list[str] | None
+) -> None:
+    snap = realpds_accounts[name]
+    parts = parts_both_ways(
+        snap.car, all_native=True, signing_key=snap.signing_key(), collections=wanted
+    )
+    expected = {t for t in snap.expected if wanted is None or t[0] in wanted}
+    assert {(p.collection, p.rkey, p.cid) for p in parts} == expected
+    assert [p.json for p in parts] == [
+        row[3] for row in read_all(snap.car, snap, collections=wanted)
+    ]
 
 
 def test_file_path_gives_identical_results(

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 import libipld
 
 from bsky_backfill.atproto.cid import SHA2_256, cid_to_str, parse_cid_bytes, read_varint
+from bsky_backfill.atproto.native import fastrepo
 from bsky_backfill.errors import CorruptBlock, MalformedCar, RepoTooLarge, TruncatedRepo
 
 __all__ = [
@@ -177,19 +178,41 @@ def _parse_header(buf: bytes) -> tuple[tuple[bytes, ...], int]:
 
 
 class MemoryCar(CarStore):
-    """A CAR held in memory as one ``bytes`` object."""
+    """A CAR held in memory as one ``bytes`` object.
 
-    def __init__(self, data: bytes, limits: CarLimits = CarLimits()) -> None:
+    Indexed by the C reader where it can (``native``; the Python scan names any fault).
+    """
+
+    def __init__(
+        self, data: bytes, limits: CarLimits = CarLimits(), *, native: bool = True
+    ) -> None:
         if len(data) > limits.max_total_bytes:
             raise RepoTooLarge(f"CAR of {len(data)} bytes is over the {limits.max_total_bytes} cap")
         self._data = data
-        self._index: dict[bytes, int] = {}
         self.size = len(data)
         self.roots, pos = _parse_header(data)
-        stop, frames = self._scan(data, pos, 0, limits, self._index.setdefault)
-        if stop != len(data):
-            raise TruncatedRepo(f"the CAR ends inside a frame at byte {stop}")
+        scanned = (
+            fastrepo.scan(data, pos, limits.max_block_bytes)
+            if native and fastrepo is not None
+            else None
+        )
+        if scanned is None:
+            self._index: dict[bytes, int] = {}
+            stop, frames = self._scan(data, pos, 0, limits, self._index.setdefault)
+            if stop != len(data):
+                raise TruncatedRepo(f"the CAR ends inside a frame at byte {stop}")
+        else:
+            self._index, frames = scanned
         self.duplicates = frames - len(self._index)
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+    @property
+    def index(self) -> dict[bytes, int]:
+        """Binary CID -> ``block offset << 32 | length``."""
+        return self._index
 
     def __len__(self) -> int:
         return len(self._index)
@@ -391,10 +414,12 @@ def _missing(cid: bytes) -> TruncatedRepo:
     return TruncatedRepo(f"the CAR lacks block {cid_to_str(cid)} that the repo needs")
 
 
-def open_car(car: bytes | str | os.PathLike[str], limits: CarLimits = CarLimits()) -> CarStore:
+def open_car(
+    car: bytes | str | os.PathLike[str], limits: CarLimits = CarLimits(), *, native: bool = True
+) -> CarStore:
     """A :class:`MemoryCar` for ``bytes``, a :class:`FileCar` for a path."""
     if isinstance(car, bytes | bytearray | memoryview):
-        return MemoryCar(bytes(car), limits)
+        return MemoryCar(bytes(car), limits, native=native)
     if isinstance(car, str | Path) or hasattr(car, "__fspath__"):
         return FileCar(car, limits)
     raise TypeError(f"expected CAR bytes or a path, not {type(car).__name__}")

@@ -58,6 +58,11 @@ class KeyRanges:
         self._starts = [start for start, _ in self._ranges]
         self._stops = [stop for _, stop in self._ranges]
 
+    @property
+    def ranges(self) -> list[tuple[bytes, bytes]]:
+        """``(start, stop)`` per collection, sorted."""
+        return list(self._ranges)
+
     def contains(self, key: bytes) -> bool:
         # Called for every key of the walk (6 % of the engine's CPU as a generator).
         i = bisect_right(self._starts, key) - 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from hashlib import sha256
 from itertools import chain
@@ -25,15 +25,18 @@ from typing import Any, Literal, NamedTuple
 
 import cbrrr
 
-from bsky_backfill.atproto.car import CarLimits, CarStore, check_block, open_car
-from bsky_backfill.atproto.cbor import decode_commit_block, decode_record, encode_dag_cbor
+from bsky_backfill.atproto.car import CarLimits, CarStore, MemoryCar, check_block, open_car
+from bsky_backfill.atproto.cbor import decode_commit_block, decode_record, encode_dag_cbor, to_json
 from bsky_backfill.atproto.cid import CODEC_DAG_CBOR, cid_to_str
 from bsky_backfill.atproto.crypto import verify_signature
 from bsky_backfill.atproto.mst import KeyRanges, walk_mst_runs
+from bsky_backfill.atproto.native import fastrepo
 from bsky_backfill.atproto.syntax import is_valid_did, is_valid_tid
 from bsky_backfill.errors import BadSignature, InvalidCommit, MalformedBlock
 
-__all__ = ["Commit", "Repo", "RepoRecord", "Verify", "read_repo"]
+__all__ = ["Commit", "RecordParts", "Repo", "RepoRecord", "Verify", "read_repo"]
+
+_ROWS_CHUNK = 4096  # records converted per call into C: bounds the list it returns
 
 Verify = Literal["full", "hashes", "none"]
 _VERIFY_LEVELS: frozenset[str] = frozenset({"full", "hashes", "none"})
@@ -62,6 +65,73 @@ class RepoRecord(NamedTuple):
 
 
 _new_record = tuple.__new__
+
+
+class RecordParts(NamedTuple):
+    """One record as the dataset needs it: its place, CID, atproto JSON, and the fields
+    copied out of it (each None unless present and a string; ``created_at`` is the raw
+    ``createdAt`` value, whatever its type). Built in C where it can be, else in Python:
+    the two give the same tuple."""
+
+    collection: str
+    rkey: str
+    uri: str
+    cid_bytes: bytes
+    cid: str
+    json: str
+    created_at: Any
+    text: str | None
+    reply_parent_uri: str | None
+    reply_root_uri: str | None
+    subject_uri: str | None
+    subject_did: str | None
+
+    @classmethod
+    def of(cls, record: RepoRecord, did: str) -> RecordParts:
+        """The parts of a decoded record (the Python path)."""
+        value = record.value
+        subject = value.get("subject")
+        reply = value.get("reply")
+        return _new_record(
+            cls,
+            (
+                record.collection,
+                record.rkey,
+                record.uri(did),
+                record.cid_bytes,
+                record.cid,
+                _record_json(record),
+                value.get("createdAt"),
+                _str(value.get("text")),
+                _str(_get(reply, "parent", "uri")),
+                _str(_get(reply, "root", "uri")),
+                _str(_get(subject, "uri")),
+                _str(subject),
+            ),
+        )
+
+
+def _get(value: Any, *path: str) -> Any:
+    for step in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _record_json(record: RepoRecord) -> str:
+    """The record as JSON. A record nested deeper than JSON encoding can go is valid
+    DAG-CBOR but cannot be written: the repo fails (as a malformed one would)."""
+    try:
+        return to_json(record.value)
+    except RecursionError:
+        raise MalformedBlock(
+            f"record {record.collection}/{record.rkey} nests too deep to be written as JSON"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -93,11 +163,13 @@ class Repo:
         *,
         collections: Iterable[str] | None,
         verify: Verify,
+        native: bool = True,
     ) -> None:
         self._store = store
         self.commit = commit
         self.verify: Verify = verify
         self._wanted = KeyRanges(collections) if collections is not None else None
+        self._native = native
 
     @property
     def did(self) -> str:
@@ -126,6 +198,53 @@ class Repo:
         """The records in key order (collection, then rkey); a fresh iterator each time."""
         return self._iter_records()
 
+    def record_parts(self) -> Iterator[RecordParts]:
+        """The records in key order as :class:`RecordParts`, read by the C reader where
+        it applies (a CAR in memory, compiled here, ``native``) and in Python otherwise."""
+        chunks = self._native_parts() if self._native else None
+        if chunks is None:
+            did = self.did
+            return (RecordParts.of(record, did) for record in self._iter_records())
+        return chain.from_iterable(chunks)
+
+    def _native_parts(self) -> Iterator[list[RecordParts]] | None:
+        store = self._store
+        if fastrepo is None or not isinstance(store, MemoryCar):
+            return None
+        check = self.verify != "none"
+        ranges = self._wanted.ranges if self._wanted is not None else None
+        pairs = fastrepo.walk(
+            store.data, store.index, self.commit.data_cid, check, self.verify == "full", ranges
+        )
+        if pairs is None:  # unusual or invalid: the Python walk reads it, or names the fault
+            return None
+        return self._native_chunks(fastrepo.rows, store, pairs, check)
+
+    def _native_chunks(
+        self,
+        rows: Callable[..., list[RecordParts]],
+        store: MemoryCar,
+        pairs: list[tuple[bytes, bytes]],
+        check: bool,
+    ) -> Iterator[list[RecordParts]]:
+        did = self.did
+        for start in range(0, len(pairs), _ROWS_CHUNK):
+            chunk = rows(
+                RecordParts, store.data, store.index, did, pairs, start, start + _ROWS_CHUNK, check
+            )
+            for i, parts in enumerate(chunk):
+                if parts.json is None:  # missing, corrupt or unusual: read in Python
+                    record = self._record(parts.collection, parts.rkey, parts.cid_bytes)
+                    chunk[i] = RecordParts.of(record, did)
+            yield chunk
+
+    def _record(self, collection: str, rkey: str, cid: bytes) -> RepoRecord:
+        data = self._store.get(cid)
+        if self.verify != "none" and cid[4:] != sha256(data).digest():
+            check_block(cid, data)  # to raise (or for a CID that is not sha2-256)
+        # tuple.__new__ skips NamedTuple's Python-level __new__: a third of a record's cost.
+        return _new_record(RepoRecord, (collection, rkey, cid, decode_record(data, cid)))
+
     def _fetch(self, cid: bytes) -> bytes:
         data = self._store.get(cid)
         # Inline sha256 compare; check_block only to raise (or for non-sha256 CIDs).
@@ -134,7 +253,6 @@ class Repo:
         return data
 
     def _iter_records(self) -> Iterator[RepoRecord]:
-        get, check = self._store.get, self.verify != "none"
         last_prefix, collection = b"", ""
         runs = walk_mst_runs(
             self._fetch,
@@ -143,16 +261,11 @@ class Repo:
             check_layers=self.verify == "full",
         )
         for key, cid in chain.from_iterable(runs):
-            data = get(cid)
-            if check and cid[4:] != sha256(data).digest():
-                check_block(cid, data)
             slash = key.index(b"/")
             if key[:slash] != last_prefix:  # keys come sorted: collections in runs
                 last_prefix = key[:slash]
                 collection = last_prefix.decode("ascii")
-            rkey = key[slash + 1 :].decode("ascii")
-            # tuple.__new__ skips NamedTuple's Python-level __new__: a third of a record's cost.
-            yield _new_record(RepoRecord, (collection, rkey, cid, decode_record(data, cid)))
+            yield self._record(collection, key[slash + 1 :].decode("ascii"), cid)
 
     def close(self) -> None:
         """Release the CAR (closes a file-backed store). Idempotent."""
@@ -173,6 +286,7 @@ def read_repo(
     collections: Iterable[str] | None = None,
     verify: Verify | str = "full",
     limits: CarLimits = CarLimits(),
+    native: bool = True,
 ) -> Repo:
     """Open a repo export and verify its commit; records are read when iterated.
 
@@ -180,6 +294,7 @@ def read_repo(
     ``signing_key``: ``did:key:z...`` or a ``z...`` multikey; required for ``verify="full"``.
     ``did``: when given, the commit must be for this DID.
     ``collections``: only records of these NSIDs; other subtrees are never read.
+    ``native``: use the C reader where it applies (False: Python only, the reference).
 
     Raises ``TruncatedRepo`` (retryable) when the CAR lacks a block it needs, and an
     ``InvalidRepo`` subclass for a corrupt or forged repo (``CorruptBlock``, ``BadSignature``,
@@ -192,7 +307,7 @@ def read_repo(
         raise ValueError('verify="full" needs the signing_key from the DID document')
     if collections is not None and isinstance(collections, str):
         collections = [collections]
-    store = open_car(car, limits)
+    store = open_car(car, limits, native=native)
     try:
         commit, fields = _read_commit(store, verify)
         if did is not None and commit.did != did:
@@ -203,7 +318,13 @@ def read_repo(
     except BaseException:
         store.close()
         raise
-    return Repo(store, commit, collections=collections, verify=verify)  # type: ignore[arg-type]
+    return Repo(
+        store,
+        commit,
+        collections=collections,
+        verify=verify,  # type: ignore[arg-type]
+        native=native,
+    )
 
 
 def _read_commit(store: CarStore, verify: str) -> tuple[Commit, dict[str, Any]]:

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from bsky_backfill.atproto.cbor import to_json
-from bsky_backfill.atproto.repo import Repo, RepoRecord
+from bsky_backfill.atproto.repo import RecordParts, Repo
 from bsky_backfill.atproto.syntax import is_valid_tid, parse_datetime, tid_to_datetime
 from bsky_backfill.core.models import RecordRow
-from bsky_backfill.errors import InvalidSyntax, MalformedBlock
+from bsky_backfill.errors import InvalidSyntax
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -53,11 +52,11 @@ class SelectionCounts:
 
 
 def record_moment(
-    value: dict[str, Any], rkey: str, fetched_at: datetime
+    created: Any, rkey: str, fetched_at: datetime
 ) -> tuple[datetime | None, str | None]:
-    """``(moment, flag)``: the record's time by the rules above, and why ``createdAt`` was
-    not used (``missing`` / ``malformed`` / ``future``) or None when it was."""
-    created = value.get("createdAt")
+    """``(moment, flag)``: the record's time by the rules above from its ``createdAt``
+    value (None when absent), and why that was not used (``missing`` / ``malformed`` /
+    ``future``) or None when it was."""
     flag: str | None
     if created is None:
         flag = "missing"
@@ -75,41 +74,25 @@ def record_moment(
     return (tid_to_datetime(rkey) if is_valid_tid(rkey) else None), flag
 
 
-def _get(value: Any, *path: str) -> Any:
-    for step in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(step)
-    return value
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 _NO_EXTRA: Final = (None, None, None, None, None)
 
 
-def _convenience(collection: str, value: dict[str, Any]) -> tuple[str | None, ...]:
-    """``(text, subject_uri, subject_did, reply_parent_uri, reply_root_uri)``."""
+def _convenience(parts: RecordParts) -> tuple[str | None, ...]:
+    """``(text, subject_uri, subject_did, reply_parent_uri, reply_root_uri)``: the
+    fields of ``parts`` that the record's collection gives a meaning."""
+    collection, *_, text, parent, root, subject_uri, subject_did = parts
     if collection == "app.bsky.feed.post":
-        return (
-            _str(value.get("text")),
-            None,
-            None,
-            _str(_get(value, "reply", "parent", "uri")),
-            _str(_get(value, "reply", "root", "uri")),
-        )
+        return (text, None, None, parent, root)
     if collection in ("app.bsky.feed.like", "app.bsky.feed.repost"):
-        return (None, _str(_get(value, "subject", "uri")), None, None, None)
+        return (None, subject_uri, None, None, None)
     if collection in ("app.bsky.graph.follow", "app.bsky.graph.block"):
-        return (None, None, _str(value.get("subject")), None, None)
+        return (None, None, subject_did, None, None)
     return _NO_EXTRA
 
 
 def iter_rows(
     repo: Repo,
-    records: Iterable[RepoRecord],
+    records: Iterable[RecordParts],
     selection: Selection,
     *,
     pds: str,
@@ -120,16 +103,17 @@ def iter_rows(
     """The rows of ``records`` that ``selection`` keeps, as they are read; drops are
     tallied in ``counts``.
 
-    Collections are expected to be pruned already (``read_repo(collections=...)``); they
-    are checked again here so any record source gives the same rows.
+    ``records``: usually ``repo.record_parts()``. Collections are expected to be pruned
+    already (``read_repo(collections=...)``); they are checked again here so any record
+    source gives the same rows.
     """
     window = selection.start is not None or selection.end is not None
     did, rev, commit_cid = repo.did, repo.rev, repo.commit_cid
-    for record in records:
-        collection, rkey, value = record.collection, record.rkey, record.value
+    for parts in records:
+        collection, rkey, uri, _, cid, record_json, created = parts[:7]
         if selection.collections is not None and collection not in selection.collections:
             continue
-        moment, flag = record_moment(value, rkey, fetched_at)
+        moment, flag = record_moment(created, rkey, fetched_at)
         if flag is not None:
             counts.flags[flag] += 1
         if window:
@@ -141,8 +125,7 @@ def iter_rows(
             ):
                 counts.outside_window += 1
                 continue
-        uri = f"at://{did}/{collection}/{rkey}"
-        text, subject_uri, subject_did, parent, root = _convenience(collection, value)
+        text, subject_uri, subject_did, parent, root = _convenience(parts)
         if selection.subject_uris is not None and not (
             uri in selection.subject_uris or subject_uri in selection.subject_uris
         ):
@@ -156,9 +139,9 @@ def iter_rows(
                 collection,
                 rkey,
                 uri,
-                record.cid,
+                cid,
                 moment if flag is None else None,
-                _record_json(record),
+                record_json,
                 rev,
                 commit_cid,
                 pds,
@@ -172,15 +155,3 @@ def iter_rows(
                 flag,
             ),
         )
-
-
-def _record_json(record: RepoRecord) -> str:
-    """The record as JSON. A record nested deeper than JSON encoding can go is valid
-    DAG-CBOR but cannot be written: the repo fails (as a malformed one would) rather
-    than the job."""
-    try:
-        return to_json(record.value)
-    except RecursionError:
-        raise MalformedBlock(
-            f"record {record.collection}/{record.rkey} nests too deep to be written as JSON"
-        ) from None

@@ -92,7 +92,7 @@ def _read(
     ) as repo:
         rows = iter_rows(
             repo,
-            repo.records,
+            repo.record_parts(),
             options.selection,
             pds=identity.pds,
             job_id=options.job_id,

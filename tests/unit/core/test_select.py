@@ -40,7 +40,7 @@ TID_JAN = datetime_to_tid(JAN)
     ],
 )
 def test_record_moment_follows_the_design_rules(value: dict, rkey: str, expected: tuple) -> None:
-    assert record_moment(value, rkey, NOW) == expected
+    assert record_moment(value.get("createdAt"), rkey, NOW) == expected
 
 
 RECORDS = {
@@ -63,7 +63,13 @@ RECORDS = {
 
 def selected(repo: Repo, selection: Selection, counts: SelectionCounts) -> list[RecordRow]:
     rows = iter_rows(
-        repo, repo.records, selection, pds="https://pds", job_id="j", fetched_at=NOW, counts=counts
+        repo,
+        repo.record_parts(),
+        selection,
+        pds="https://pds",
+        job_id="j",
+        fetched_at=NOW,
+        counts=counts,
     )
     return list(rows)
 

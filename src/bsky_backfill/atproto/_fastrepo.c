@@ -1,0 +1,1033 @@
+/* The repo reader's per-block hot path in C: CAR framing, the MST walk and records to
+ * dataset columns (atproto JSON and the convenience fields).
+ *
+ * It accepts a strict subset of what the Python reader accepts and answers None for
+ * anything else: an unusual but valid input, or an invalid one. The caller then takes
+ * the Python path, which gives the exact result or the exact error. So this file never
+ * decides that a repo is bad, and never needs to word an error the same way.
+ *
+ * The subset is what real repos are made of: CIDv1 DAG-CBOR / raw sha2-256 CIDs,
+ * canonical DAG-CBOR without floats, integers within 64-bit signed range, nesting up to
+ * MAX_DEPTH. sha256 is OpenSSL's (the libcrypto Python's hashlib already loaded).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CID_LEN 36
+#define KEY_MAX 830 /* 317 + "/" + 512: the longest key the key syntax admits */
+#define MAX_DEPTH 200
+#define CHUNK_SHIFT 32
+
+typedef unsigned char *(*sha256_fn)(const unsigned char *, size_t, unsigned char *);
+
+typedef struct {
+    sha256_fn sha256;
+} module_state;
+
+/* A lookup said "take the Python path" (status 1) or raised (status -1). */
+enum { OK = 0, FALLBACK = 1, RAISED = -1 };
+
+static int
+fast_cid(const uint8_t *p)
+{
+    return p[0] == 0x01 && (p[1] == 0x71 || p[1] == 0x55) && p[2] == 0x12 && p[3] == 0x20;
+}
+
+/* ---- CAR framing ------------------------------------------------------------- */
+
+/* A minimal LEB128 varint of at most 5 bytes; 0 when truncated, longer or not minimal. */
+static int
+read_uvarint(const uint8_t *b, Py_ssize_t end, Py_ssize_t *pos, uint64_t *out)
+{
+    uint64_t value = 0;
+    for (int i = 0; i < 5; i++) {
+        if (*pos >= end)
+            return 0;
+        uint8_t byte = b[(*pos)++];
+        value |= (uint64_t)(byte & 0x7F) << (7 * i);
+        if (byte < 0x80) {
+            if (i > 0 && byte == 0)
+                return 0;
+            *out = value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(scan_doc,
+"scan(data, pos, max_block) -> (index, frames) | None\n\n"
+"Index the frames of a CAR held in memory from ``pos`` (just past the header): a dict\n"
+"of binary CID -> ``block offset << 32 | length`` (the first copy of a block wins) and\n"
+"the number of frames. None when any frame is unusual or bad.");
+
+static PyObject *
+scan(PyObject *module, PyObject *args)
+{
+    PyObject *data;
+    Py_ssize_t pos, max_block;
+    if (!PyArg_ParseTuple(args, "O!nn", &PyBytes_Type, &data, &pos, &max_block))
+        return NULL;
+    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(data);
+    Py_ssize_t end = PyBytes_GET_SIZE(data);
+    PyObject *index = PyDict_New();
+    if (index == NULL)
+        return NULL;
+    Py_ssize_t frames = 0;
+    while (pos < end) {
+        uint64_t length;
+        if (!read_uvarint(b, end, &pos, &length) || length > (uint64_t)max_block ||
+            length > (uint64_t)(end - pos) || length < CID_LEN || !fast_cid(b + pos))
+            goto fallback;
+        Py_ssize_t cid_end = pos + CID_LEN, frame_end = pos + (Py_ssize_t)length;
+        PyObject *cid = PyBytes_FromStringAndSize((const char *)b + pos, CID_LEN);
+        PyObject *packed = PyLong_FromUnsignedLongLong(
+            ((unsigned long long)cid_end << CHUNK_SHIFT) | (unsigned long long)(frame_end - cid_end));
+        PyObject *kept = (cid && packed) ? PyDict_SetDefault(index, cid, packed) : NULL;
+        Py_XDECREF(cid);
+        Py_XDECREF(packed);
+        if (kept == NULL) {
+            Py_DECREF(index);
+            return NULL;
+        }
+        frames++;
+        pos = frame_end;
+    }
+    return Py_BuildValue("(Nn)", index, frames);
+fallback:
+    Py_DECREF(index);
+    Py_RETURN_NONE;
+}
+
+/* A block by binary CID: OK with *out and *len set, FALLBACK if missing or its hash is
+ * wrong (the Python path raises the precise error), RAISED on a Python error. */
+static int
+block(module_state *st, const uint8_t *data, PyObject *index, PyObject *cid, int check,
+      const uint8_t **out, Py_ssize_t *len)
+{
+    if (PyBytes_GET_SIZE(cid) != CID_LEN || !fast_cid((const uint8_t *)PyBytes_AS_STRING(cid)))
+        return FALLBACK;
+    PyObject *packed = PyDict_GetItemWithError(index, cid);
+    if (packed == NULL)
+        return PyErr_Occurred() ? RAISED : FALLBACK;
+    unsigned long long v = PyLong_AsUnsignedLongLong(packed);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return RAISED;
+    *out = data + (v >> CHUNK_SHIFT);
+    *len = (Py_ssize_t)(v & 0xFFFFFFFFULL);
+    if (check) {
+        unsigned char digest[32];
+        st->sha256(*out, (size_t)*len, digest);
+        if (memcmp(digest, PyBytes_AS_STRING(cid) + 4, 32) != 0)
+            return FALLBACK;
+    }
+    return OK;
+}
+
+/* ---- CBOR heads ----------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *p, *end;
+} In;
+
+/* One data item's head, minimally encoded and of definite length; 0 otherwise. Major
+ * type 7 (simple values, floats) comes back with ``arg`` = the additional info. */
+static int
+head(In *in, int *major, uint64_t *arg)
+{
+    if (in->p >= in->end)
+        return 0;
+    uint8_t ib = *in->p++;
+    int ai = ib & 31;
+    *major = ib >> 5;
+    if (*major == 7) {
+        *arg = (uint64_t)ai;
+        return ai < 24;
+    }
+    if (ai < 24) {
+        *arg = (uint64_t)ai;
+        return 1;
+    }
+    int n = ai == 24 ? 1 : ai == 25 ? 2 : ai == 26 ? 4 : ai == 27 ? 8 : 0;
+    if (n == 0 || in->end - in->p < n)
+        return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | *in->p++;
+    uint64_t floor = n == 1 ? 24 : n == 2 ? 0x100 : n == 4 ? 0x10000 : 0x100000000ULL;
+    *arg = v;
+    return v >= floor;
+}
+
+/* A byte or text string's head and contents. */
+static int
+string(In *in, int want_major, const uint8_t **s, Py_ssize_t *len)
+{
+    int major;
+    uint64_t n;
+    if (!head(in, &major, &n) || major != want_major || n > (uint64_t)(in->end - in->p))
+        return 0;
+    *s = in->p;
+    *len = (Py_ssize_t)n;
+    in->p += n;
+    return 1;
+}
+
+/* A CID link (tag 42: a byte string of 0x00 + binary CID) in the fast form. */
+static int
+read_link(In *in, const uint8_t **cid)
+{
+    const uint8_t *s;
+    Py_ssize_t len;
+    if (in->end - in->p < 2 || in->p[0] != 0xd8 || in->p[1] != 42)
+        return 0;
+    in->p += 2;
+    if (!string(in, 2, &s, &len) || len != CID_LEN + 1 || s[0] != 0 || !fast_cid(s + 1))
+        return 0;
+    *cid = s + 1;
+    return 1;
+}
+
+/* null, or a link: *cid NULL for null. */
+static int
+optional_link(In *in, const uint8_t **cid)
+{
+    if (in->p < in->end && *in->p == 0xf6) {
+        in->p++;
+        *cid = NULL;
+        return 1;
+    }
+    return read_link(in, cid);
+}
+
+/* A one-letter text key, e.g. "e". */
+static int
+key1(In *in, char letter)
+{
+    if (in->end - in->p < 2 || in->p[0] != 0x61 || in->p[1] != (uint8_t)letter)
+        return 0;
+    in->p += 2;
+    return 1;
+}
+
+/* ---- the MST walk -------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *k;
+    Py_ssize_t klen;
+    uint64_t p;
+    const uint8_t *v, *t;
+} Entry;
+
+typedef struct {
+    module_state *st;
+    const uint8_t *data;
+    PyObject *index;
+    int check_hashes, check_layers;
+    Py_ssize_t nranges;
+    const uint8_t **starts, **stops;
+    Py_ssize_t *start_lens, *stop_lens;
+    PyObject *out;
+} Walk;
+
+typedef struct {
+    const uint8_t *s;
+    Py_ssize_t len; /* -1: no bound */
+} Bound;
+
+static int
+cmp(const uint8_t *a, Py_ssize_t alen, const uint8_t *b, Py_ssize_t blen)
+{
+    Py_ssize_t n = alen < blen ? alen : blen;
+    int c = memcmp(a, b, (size_t)n);
+    return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+static int
+wanted_key(Walk *w, const uint8_t *key, Py_ssize_t len)
+{
+    if (w->nranges < 0)
+        return 1;
+    for (Py_ssize_t i = 0; i < w->nranges; i++)
+        if (cmp(key, len, w->starts[i], w->start_lens[i]) >= 0 &&
+            cmp(key, len, w->stops[i], w->stop_lens[i]) < 0)
+            return 1;
+    return 0;
+}
+
+/* Whether a wanted key can lie strictly between lo and hi. */
+static int
+wanted_between(Walk *w, Bound lo, Bound hi)
+{
+    if (w->nranges < 0)
+        return 1;
+    for (Py_ssize_t i = 0; i < w->nranges; i++)
+        if ((hi.len < 0 || cmp(w->starts[i], w->start_lens[i], hi.s, hi.len) < 0) &&
+            (lo.len < 0 || cmp(w->stops[i], w->stop_lens[i], lo.s, lo.len) > 0))
+            return 1;
+    return 0;
+}
+
+static int
+nsid_char(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '-';
+}
+
+/* collection/rkey: [a-zA-Z][a-zA-Z0-9.-]{0,316} "/" [a-zA-Z0-9._:~-]{1,512} */
+static int
+valid_key(const uint8_t *k, Py_ssize_t len)
+{
+    if (len < 3 || !((k[0] >= 'a' && k[0] <= 'z') || (k[0] >= 'A' && k[0] <= 'Z')))
+        return 0;
+    Py_ssize_t i = 1;
+    while (i < len && k[i] != '/') {
+        if (!nsid_char(k[i]) || i >= 317)
+            return 0;
+        i++;
+    }
+    Py_ssize_t rkey = len - i - 1;
+    if (i >= len || rkey < 1 || rkey > 512)
+        return 0;
+    for (i++; i < len; i++) {
+        uint8_t c = k[i];
+        if (!(nsid_char(c) || c == '_' || c == ':' || c == '~'))
+            return 0;
+    }
+    return 1;
+}
+
+static int
+layer_of(module_state *st, const uint8_t *key, Py_ssize_t len)
+{
+    unsigned char d[32];
+    st->sha256(key, (size_t)len, d);
+    int zeros = 0;
+    for (int i = 0; i < 32; i++) {
+        if (d[i] == 0) {
+            zeros += 8;
+            continue;
+        }
+        zeros += __builtin_clz((unsigned)d[i]) - 24;
+        break;
+    }
+    return zeros / 2;
+}
+
+/* Parse an MST node {e: [{k, p, t, v}], l}; the entries go to a new array (PyMem). */
+static int
+parse_node(const uint8_t *b, Py_ssize_t len, const uint8_t **left, Entry **entries,
+           Py_ssize_t *count)
+{
+    In in = {b, b + len};
+    int major;
+    uint64_t n;
+    if (in.p >= in.end || *in.p++ != 0xa2 || !key1(&in, 'e') || !head(&in, &major, &n) ||
+        major != 4 || n > (uint64_t)len)
+        return FALLBACK;
+    Entry *es = PyMem_Malloc(sizeof(Entry) * (n ? n : 1));
+    if (es == NULL) {
+        PyErr_NoMemory();
+        return RAISED;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        Entry *e = &es[i];
+        int pmajor;
+        if (in.p >= in.end || *in.p++ != 0xa4 || !key1(&in, 'k') ||
+            !string(&in, 2, &e->k, &e->klen) || !key1(&in, 'p') ||
+            !head(&in, &pmajor, &e->p) || pmajor != 0 || !key1(&in, 't') ||
+            !optional_link(&in, &e->t) || !key1(&in, 'v') || !read_link(&in, &e->v))
+            goto bad;
+    }
+    if (!key1(&in, 'l') || !optional_link(&in, left) || in.p != in.end)
+        goto bad;
+    *entries = es;
+    *count = (Py_ssize_t)n;
+    return OK;
+bad:
+    PyMem_Free(es);
+    return FALLBACK;
+}
+
+static int walk_node(Walk *w, const uint8_t *cid, int layer, Bound lo, Bound hi, int root);
+
+static int
+subtree(Walk *w, const uint8_t *cid, int layer, Bound lo, Bound hi)
+{
+    if (layer == 0)
+        return FALLBACK;
+    if (!wanted_between(w, lo, hi))
+        return OK;
+    return walk_node(w, cid, layer - 1, lo, hi, 0);
+}
+
+static int
+walk_entries(Walk *w, const uint8_t *left, Entry *es, Py_ssize_t n, int layer, Bound lo,
+             Bound hi)
+{
+    uint8_t prev[KEY_MAX], key[KEY_MAX];
+    Py_ssize_t prev_len = 0;
+    Bound prev_key = lo;
+    const uint8_t *pending = left;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Entry *e = &es[i];
+        if (e->p > (uint64_t)prev_len || (Py_ssize_t)e->p + e->klen > KEY_MAX)
+            return FALLBACK;
+        Py_ssize_t klen = (Py_ssize_t)e->p + e->klen;
+        memcpy(key, prev, (size_t)e->p);
+        memcpy(key + e->p, e->k, (size_t)e->klen);
+        if (!valid_key(key, klen) ||
+            (prev_key.len >= 0 && cmp(key, klen, prev_key.s, prev_key.len) <= 0) ||
+            (hi.len >= 0 && cmp(key, klen, hi.s, hi.len) >= 0))
+            return FALLBACK;
+        if (w->check_layers && layer_of(w->st, key, klen) != layer)
+            return FALLBACK;
+        if (pending != NULL) {
+            int status = subtree(w, pending, layer, prev_key, (Bound){key, klen});
+            if (status != OK)
+                return status;
+        }
+        if (wanted_key(w, key, klen)) {
+            PyObject *pair = Py_BuildValue("(y#y#)", key, klen, e->v, (Py_ssize_t)CID_LEN);
+            if (pair == NULL || PyList_Append(w->out, pair) < 0) {
+                Py_XDECREF(pair);
+                return RAISED;
+            }
+            Py_DECREF(pair);
+        }
+        memcpy(prev, key, (size_t)klen);
+        prev_len = klen;
+        prev_key = (Bound){prev, prev_len};
+        pending = e->t;
+    }
+    return pending != NULL ? subtree(w, pending, layer, prev_key, hi) : OK;
+}
+
+static int
+walk_node(Walk *w, const uint8_t *cid, int layer, Bound lo, Bound hi, int root)
+{
+    PyObject *cid_obj = PyBytes_FromStringAndSize((const char *)cid, CID_LEN);
+    if (cid_obj == NULL)
+        return RAISED;
+    const uint8_t *b;
+    Py_ssize_t len;
+    int status = block(w->st, w->data, w->index, cid_obj, w->check_hashes, &b, &len);
+    Py_DECREF(cid_obj);
+    if (status != OK)
+        return status;
+    const uint8_t *left;
+    Entry *es;
+    Py_ssize_t n;
+    status = parse_node(b, len, &left, &es, &n);
+    if (status != OK)
+        return status;
+    if (root) {
+        if (n == 0) {
+            PyMem_Free(es);
+            return left == NULL ? OK : FALLBACK;
+        }
+        layer = w->check_layers ? layer_of(w->st, es[0].k, es[0].klen) : 128;
+    }
+    else if (n == 0 && left == NULL) {
+        PyMem_Free(es);
+        return FALLBACK;
+    }
+    status = walk_entries(w, left, es, n, layer, lo, hi);
+    PyMem_Free(es);
+    return status;
+}
+
+PyDoc_STRVAR(walk_doc,
+"walk(data, index, root, check_hashes, check_layers, ranges) -> list | None\n\n"
+"The ``(key, record CID)`` pairs of the MST under ``root`` in key order, checked as\n"
+"mst.walk_mst checks them; ``ranges``: sorted ``(start, stop)`` key ranges to keep, or\n"
+"None for all. None when anything is unusual or wrong.");
+
+static PyObject *
+walk(PyObject *module, PyObject *args)
+{
+    PyObject *data, *index, *root, *ranges;
+    int check_hashes, check_layers;
+    if (!PyArg_ParseTuple(args, "O!O!O!ppO", &PyBytes_Type, &data, &PyDict_Type, &index,
+                          &PyBytes_Type, &root, &check_hashes, &check_layers, &ranges))
+        return NULL;
+    if (PyBytes_GET_SIZE(root) != CID_LEN || !fast_cid((const uint8_t *)PyBytes_AS_STRING(root)))
+        Py_RETURN_NONE;
+    Walk w = {PyModule_GetState(module), (const uint8_t *)PyBytes_AS_STRING(data), index,
+              check_hashes, check_layers, -1, NULL, NULL, NULL, NULL, NULL};
+    Py_ssize_t n = 0;
+    if (ranges != Py_None) {
+        if (!PyList_Check(ranges)) {
+            PyErr_SetString(PyExc_TypeError, "ranges must be a list or None");
+            return NULL;
+        }
+        n = PyList_GET_SIZE(ranges);
+        w.starts = PyMem_Malloc(sizeof(uint8_t *) * (n + 1));
+        w.stops = PyMem_Malloc(sizeof(uint8_t *) * (n + 1));
+        w.start_lens = PyMem_Malloc(sizeof(Py_ssize_t) * (n + 1));
+        w.stop_lens = PyMem_Malloc(sizeof(Py_ssize_t) * (n + 1));
+        if (!w.starts || !w.stops || !w.start_lens || !w.stop_lens) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *r = PyList_GET_ITEM(ranges, i);
+            char *s, *t;
+            if (!PyArg_ParseTuple(r, "y#y#", &s, &w.start_lens[i], &t, &w.stop_lens[i]))
+                goto done;
+            w.starts[i] = (const uint8_t *)s;
+            w.stops[i] = (const uint8_t *)t;
+        }
+        w.nranges = n;
+    }
+    w.out = PyList_New(0);
+    if (w.out == NULL)
+        goto done;
+    int status = walk_node(&w, (const uint8_t *)PyBytes_AS_STRING(root), 0, (Bound){NULL, -1},
+                           (Bound){NULL, -1}, 1);
+    if (status != OK) {
+        Py_CLEAR(w.out);
+        if (status == FALLBACK) {
+            w.out = Py_None;
+            Py_INCREF(Py_None);
+        }
+    }
+done:
+    PyMem_Free(w.starts);
+    PyMem_Free(w.stops);
+    PyMem_Free(w.start_lens);
+    PyMem_Free(w.stop_lens);
+    return w.out;
+}
+
+/* ---- records to JSON ------------------------------------------------------------- */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+} Out;
+
+static int
+reserve(Out *o, Py_ssize_t more)
+{
+    if (o->len + more <= o->cap)
+        return 1;
+    Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more + 256;
+    char *buf = PyMem_Realloc(o->buf, (size_t)cap);
+    if (buf == NULL)
+        return 0;
+    o->buf = buf;
+    o->cap = cap;
+    return 1;
+}
+
+static int
+put(Out *o, const char *s, Py_ssize_t n)
+{
+    if (!reserve(o, n))
+        return 0;
+    memcpy(o->buf + o->len, s, (size_t)n);
+    o->len += n;
+    return 1;
+}
+
+#define PUT_LIT(o, s) put((o), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+static const char B32[] = "abcdefghijklmnopqrstuvwxyz234567";
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* "b" + base32 of a 36-byte CID: 59 characters into dst. */
+static void
+cid_text(const uint8_t *cid, char *dst)
+{
+    *dst++ = 'b';
+    uint32_t acc = 0;
+    int bits = 0;
+    for (int i = 0; i < CID_LEN; i++) {
+        acc = (acc << 8) | cid[i];
+        bits += 8;
+        while (bits >= 5) {
+            bits -= 5;
+            *dst++ = B32[(acc >> bits) & 31];
+        }
+    }
+    if (bits > 0)
+        *dst++ = B32[(acc << (5 - bits)) & 31];
+}
+#define CID_TEXT_LEN 59
+
+static int
+put_base64(Out *o, const uint8_t *s, Py_ssize_t n)
+{
+    if (!reserve(o, (n + 2) / 3 * 4))
+        return 0;
+    char *d = o->buf + o->len;
+    Py_ssize_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = ((uint32_t)s[i] << 16) | ((uint32_t)s[i + 1] << 8) | s[i + 2];
+        *d++ = B64[v >> 18];
+        *d++ = B64[(v >> 12) & 63];
+        *d++ = B64[(v >> 6) & 63];
+        *d++ = B64[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        *d++ = B64[v >> 18];
+        *d++ = B64[(v >> 12) & 63];
+    }
+    else if (n - i == 2) {
+        uint32_t v = ((uint32_t)s[i] << 16) | ((uint32_t)s[i + 1] << 8);
+        *d++ = B64[v >> 18];
+        *d++ = B64[(v >> 12) & 63];
+        *d++ = B64[(v >> 6) & 63];
+    }
+    o->len = d - o->buf;
+    return 1;
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0. */
+static int
+utf8_seq(const uint8_t *s, const uint8_t *end)
+{
+    uint8_t c = s[0];
+    if (c < 0x80)
+        return 1;
+    Py_ssize_t left = end - s;
+    if (c >= 0xC2 && c <= 0xDF)
+        return left >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (left < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F))
+            return 0; /* overlong, or a surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (left < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+            return 0;
+        if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* A JSON string as orjson writes it: only '"', '\\' and control characters escaped.
+ * 0 for invalid UTF-8 (FALLBACK) or no memory. */
+static int
+put_string(Out *o, const uint8_t *s, Py_ssize_t n, int *nomem)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *end = s + n;
+    if (!reserve(o, n + 2))
+        return (*nomem = 1, 0);
+    o->buf[o->len++] = '"';
+    while (s < end) {
+        uint8_t c = *s;
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            o->buf[o->len++] = (char)c;
+            s++;
+            if (!reserve(o, 2 + (end - s)))
+                return (*nomem = 1, 0);
+            continue;
+        }
+        if (c >= 0x80) {
+            int k = utf8_seq(s, end);
+            if (k == 0)
+                return 0;
+            if (!put(o, (const char *)s, k))
+                return (*nomem = 1, 0);
+            s += k;
+            continue;
+        }
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        int len = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            len = 6;
+        }
+        if (!put(o, esc, len))
+            return (*nomem = 1, 0);
+        s++;
+    }
+    if (!reserve(o, 1))
+        return (*nomem = 1, 0);
+    o->buf[o->len++] = '"';
+    return 1;
+}
+
+/* Where a value sits, for the fields the dataset copies out of a record. */
+enum { AT_NONE, AT_TOP, AT_SUBJECT, AT_REPLY, AT_PARENT, AT_ROOT };
+enum { F_CREATED, F_TEXT, F_PARENT, F_ROOT, F_SUBJECT_URI, F_SUBJECT_DID, F_COUNT };
+
+typedef struct {
+    Out out;
+    int nomem;
+    const uint8_t *field[F_COUNT];
+    Py_ssize_t field_len[F_COUNT];
+} Conv;
+
+static int
+key_is(const uint8_t *k, Py_ssize_t n, const char *name)
+{
+    return (Py_ssize_t)strlen(name) == n && memcmp(k, name, (size_t)n) == 0;
+}
+
+/* Where the value of key k in a map at `at` sits, and which field it fills if a string. */
+static int
+place(int at, const uint8_t *k, Py_ssize_t n, int *field)
+{
+    *field = -1;
+    switch (at) {
+    case AT_TOP:
+        if (key_is(k, n, "createdAt"))
+            *field = F_CREATED;
+        else if (key_is(k, n, "text"))
+            *field = F_TEXT;
+        else if (key_is(k, n, "subject")) {
+            *field = F_SUBJECT_DID;
+            return AT_SUBJECT;
+        }
+        else if (key_is(k, n, "reply"))
+            return AT_REPLY;
+        return AT_NONE;
+    case AT_SUBJECT:
+        if (key_is(k, n, "uri"))
+            *field = F_SUBJECT_URI;
+        return AT_NONE;
+    case AT_REPLY:
+        return key_is(k, n, "parent") ? AT_PARENT : key_is(k, n, "root") ? AT_ROOT : AT_NONE;
+    case AT_PARENT:
+    case AT_ROOT:
+        if (key_is(k, n, "uri"))
+            *field = at == AT_PARENT ? F_PARENT : F_ROOT;
+        return AT_NONE;
+    }
+    return AT_NONE;
+}
+
+static int
+put_uint(Out *o, uint64_t v)
+{
+    char tmp[24];
+    int i = 24;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return put(o, tmp + i, 24 - i);
+}
+
+/* One value: 1 written, 0 not (c->nomem tells a memory error from FALLBACK). `field`:
+ * the field a string here fills (-1: none); `at`: where a map here sits. */
+static int
+convert(Conv *c, In *in, int depth, int at, int field)
+{
+    Out *o = &c->out;
+    int major;
+    uint64_t arg;
+    if (depth > MAX_DEPTH || !head(in, &major, &arg))
+        return 0;
+    switch (major) {
+    case 0:
+        if (arg > INT64_MAX)
+            return 0;
+        return put_uint(o, arg) || (c->nomem = 1, 0);
+    case 1:
+        if (arg > INT64_MAX)
+            return 0;
+        return (PUT_LIT(o, "-") && put_uint(o, arg + 1)) || (c->nomem = 1, 0);
+    case 2:
+        if (arg > (uint64_t)(in->end - in->p))
+            return 0;
+        if (!PUT_LIT(o, "{\"$bytes\":\"") || !put_base64(o, in->p, (Py_ssize_t)arg) ||
+            !PUT_LIT(o, "\"}"))
+            return (c->nomem = 1, 0);
+        in->p += arg;
+        return 1;
+    case 3:
+        if (arg > (uint64_t)(in->end - in->p))
+            return 0;
+        if (!put_string(o, in->p, (Py_ssize_t)arg, &c->nomem))
+            return 0;
+        if (field >= 0) {
+            c->field[field] = in->p;
+            c->field_len[field] = (Py_ssize_t)arg;
+        }
+        in->p += arg;
+        return 1;
+    case 4:
+        if (!PUT_LIT(o, "["))
+            return (c->nomem = 1, 0);
+        for (uint64_t i = 0; i < arg; i++) {
+            if (i > 0 && !PUT_LIT(o, ","))
+                return (c->nomem = 1, 0);
+            if (!convert(c, in, depth + 1, AT_NONE, -1))
+                return 0;
+        }
+        return PUT_LIT(o, "]") || (c->nomem = 1, 0);
+    case 5: {
+        if (!PUT_LIT(o, "{"))
+            return (c->nomem = 1, 0);
+        const uint8_t *prev = NULL;
+        Py_ssize_t prev_len = 0;
+        for (uint64_t i = 0; i < arg; i++) {
+            const uint8_t *k;
+            Py_ssize_t klen;
+            if (!string(in, 3, &k, &klen))
+                return 0;
+            /* canonical order (shorter first, then bytewise) also rules out repeats */
+            if (prev != NULL && (klen < prev_len ||
+                                 (klen == prev_len && memcmp(k, prev, (size_t)klen) <= 0)))
+                return 0;
+            prev = k;
+            prev_len = klen;
+            if (i > 0 && !PUT_LIT(o, ","))
+                return (c->nomem = 1, 0);
+            if (!put_string(o, k, klen, &c->nomem))
+                return 0;
+            if (!PUT_LIT(o, ":"))
+                return (c->nomem = 1, 0);
+            int child_field;
+            int child_at = place(at, k, klen, &child_field);
+            const uint8_t *before = in->p;
+            if (!convert(c, in, depth + 1, child_at, child_field))
+                return 0;
+            /* createdAt must be a string: anything else is for the Python path to flag */
+            if (child_field == F_CREATED && (*before >> 5) != 3)
+                return 0;
+        }
+        return PUT_LIT(o, "}") || (c->nomem = 1, 0);
+    }
+    case 6: {
+        const uint8_t *cid;
+        if (arg != 42)
+            return 0;
+        in->p -= 2; /* a minimal tag 42 head is always 0xd8 0x2a: read_link() reads it again */
+        if (!read_link(in, &cid))
+            return 0;
+        char text[CID_TEXT_LEN];
+        cid_text(cid, text);
+        if (!PUT_LIT(o, "{\"$link\":\"") || !put(o, text, CID_TEXT_LEN) || !PUT_LIT(o, "\"}"))
+            return (c->nomem = 1, 0);
+        return 1;
+    }
+    case 7:
+        if (arg == 20)
+            return PUT_LIT(o, "false") || (c->nomem = 1, 0);
+        if (arg == 21)
+            return PUT_LIT(o, "true") || (c->nomem = 1, 0);
+        if (arg == 22)
+            return PUT_LIT(o, "null") || (c->nomem = 1, 0);
+        return 0;
+    }
+    return 0;
+}
+
+static PyObject *
+text_or_none(const uint8_t *s, Py_ssize_t n)
+{
+    if (s == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+}
+
+#define ROW_FIELDS 12
+
+PyDoc_STRVAR(rows_doc,
+"rows(cls, data, index, did, pairs, start, stop, check_hashes) -> list\n\n"
+"For each ``(key, cid)`` of ``pairs[start:stop]`` a ``cls`` (a tuple type) ``(collection, rkey, uri,\n"
+"cid, cid_str, json, created_at, text, reply_parent, reply_root, subject_uri,\n"
+"subject_did)``: the record's atproto JSON and its string fields (None when absent or\n"
+"not a string). ``json`` and the fields after it are None when the block is missing,\n"
+"fails its hash, or is not in this reader's subset: the Python path reads that one.");
+
+static PyObject *
+rows(PyObject *module, PyObject *args)
+{
+    PyObject *data, *index, *did, *pairs;
+    PyTypeObject *cls;
+    Py_ssize_t start, stop;
+    int check;
+    if (!PyArg_ParseTuple(args, "O!O!O!UO!nnp", &PyType_Type, &cls, &PyBytes_Type, &data,
+                          &PyDict_Type, &index, &did, &PyList_Type, &pairs, &start, &stop, &check))
+        return NULL;
+    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a tuple type");
+        return NULL;
+    }
+    module_state *st = PyModule_GetState(module);
+    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(data);
+    Py_ssize_t did_len;
+    const char *did_utf8 = PyUnicode_AsUTF8AndSize(did, &did_len);
+    if (did_utf8 == NULL)
+        return NULL;
+    if (stop > PyList_GET_SIZE(pairs))
+        stop = PyList_GET_SIZE(pairs);
+    if (start < 0 || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "bad start/stop");
+        return NULL;
+    }
+    PyObject *out = PyList_New(stop - start);
+    if (out == NULL)
+        return NULL;
+    PyObject *collection = NULL;
+    Conv c;
+    memset(&c, 0, sizeof(c));
+    Out uri = {NULL, 0, 0};
+    for (Py_ssize_t i = start; i < stop; i++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, i), *key, *cid;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_Check(key = PyTuple_GET_ITEM(pair, 0)) ||
+            !PyBytes_Check(cid = PyTuple_GET_ITEM(pair, 1)) || PyBytes_GET_SIZE(cid) != CID_LEN) {
+            PyErr_SetString(PyExc_TypeError, "pairs must be (key bytes, 36-byte CID bytes)");
+            goto error;
+        }
+        const char *k = PyBytes_AS_STRING(key);
+        Py_ssize_t klen = PyBytes_GET_SIZE(key);
+        const char *slash = memchr(k, '/', (size_t)klen);
+        if (slash == NULL) {
+            PyErr_SetString(PyExc_ValueError, "a key without '/'");
+            goto error;
+        }
+        Py_ssize_t clen = slash - k;
+        if (collection == NULL || PyUnicode_GET_LENGTH(collection) != clen ||
+            memcmp(PyUnicode_DATA(collection), k, (size_t)clen) != 0) {
+            Py_XDECREF(collection);
+            collection = PyUnicode_DecodeASCII(k, clen, NULL);
+            if (collection == NULL)
+                goto error;
+        }
+        uri.len = 0;
+        char cid_str[CID_TEXT_LEN];
+        cid_text((const uint8_t *)PyBytes_AS_STRING(cid), cid_str);
+        if (!PUT_LIT(&uri, "at://") || !put(&uri, did_utf8, did_len) || !PUT_LIT(&uri, "/") ||
+            !put(&uri, k, klen)) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        PyObject *row = cls->tp_alloc(cls, ROW_FIELDS);
+        if (row == NULL)
+            goto error;
+        PyList_SET_ITEM(out, i - start, row);
+        Py_INCREF(collection);
+        PyTuple_SET_ITEM(row, 0, collection);
+        PyTuple_SET_ITEM(row, 1, PyUnicode_DecodeASCII(slash + 1, klen - clen - 1, NULL));
+        PyTuple_SET_ITEM(row, 2, PyUnicode_DecodeUTF8(uri.buf, uri.len, NULL));
+        Py_INCREF(cid);
+        PyTuple_SET_ITEM(row, 3, cid);
+        PyTuple_SET_ITEM(row, 4, PyUnicode_DecodeASCII(cid_str, CID_TEXT_LEN, NULL));
+        const uint8_t *b;
+        Py_ssize_t blen;
+        int status = block(st, base, index, cid, check, &b, &blen);
+        if (status == RAISED)
+            goto error;
+        int converted = 0;
+        if (status == OK) {
+            c.out.len = 0;
+            c.nomem = 0;
+            memset(c.field, 0, sizeof(c.field));
+            In in = {b, b + blen};
+            converted = in.p < in.end && (*in.p >> 5) == 5 &&
+                        convert(&c, &in, 1, AT_TOP, -1) && in.p == in.end;
+            if (c.nomem) {
+                PyErr_NoMemory();
+                goto error;
+            }
+        }
+        if (converted) {
+            PyTuple_SET_ITEM(row, 5, PyUnicode_DecodeUTF8(c.out.buf, c.out.len, NULL));
+            for (int f = 0; f < F_COUNT; f++)
+                PyTuple_SET_ITEM(row, 6 + f, text_or_none(c.field[f], c.field_len[f]));
+        }
+        else {
+            for (int f = 5; f < ROW_FIELDS; f++) {
+                Py_INCREF(Py_None);
+                PyTuple_SET_ITEM(row, f, Py_None);
+            }
+        }
+        for (int f = 0; f < ROW_FIELDS; f++)
+            if (PyTuple_GET_ITEM(row, f) == NULL)
+                goto error;
+    }
+    Py_XDECREF(collection);
+    PyMem_Free(c.out.buf);
+    PyMem_Free(uri.buf);
+    return out;
+error:
+    Py_XDECREF(collection);
+    PyMem_Free(c.out.buf);
+    PyMem_Free(uri.buf);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- the module -------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS, scan_doc},
+    {"walk", walk, METH_VARARGS, walk_doc},
+    {"rows", rows, METH_VARARGS, rows_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+exec_module(PyObject *module)
+{
+    module_state *st = PyModule_GetState(module);
+    /* hashlib's OpenSSL: import it so its libcrypto is loaded, then find SHA256 there. */
+    PyObject *hashlib = PyImport_ImportModule("_hashlib");
+    if (hashlib == NULL)
+        return -1;
+    Py_DECREF(hashlib);
+    static const char *names[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && st->sha256 == NULL; i++) {
+        void *lib = dlopen(names[i], RTLD_NOW | RTLD_NOLOAD);
+        if (lib != NULL)
+            st->sha256 = (sha256_fn)dlsym(lib, "SHA256");
+    }
+    if (st->sha256 == NULL) {
+        PyErr_SetString(PyExc_ImportError, "OpenSSL's SHA256 not found beside hashlib");
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, exec_module},
+    {0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT,
+    "bsky_backfill.atproto._fastrepo",
+    "The repo reader's hot path in C (see the comment at the top of _fastrepo.c).",
+    sizeof(module_state),
+    methods,
+    slots,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__fastrepo(void)
+{
+    return PyModuleDef_Init(&moduledef);
+}

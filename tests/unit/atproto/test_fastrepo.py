@@ -1,0 +1,208 @@
+"""The C reader (``_fastrepo.c``) gives exactly what the Python reader gives.
+
+It reads a strict subset itself and hands everything else to Python: these tests check
+both halves of that promise — equal results on real-shaped repos and on arbitrary
+records, the subset taken natively, and every input outside it handed over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbrrr
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bsky_backfill.atproto.car import MemoryCar
+from bsky_backfill.atproto.cbor import decode_record, to_json
+from bsky_backfill.atproto.cid import cid_for_dag_cbor, cid_to_str
+from bsky_backfill.atproto.repo import RecordParts, read_repo
+from bsky_backfill.atproto.syntax import micros_to_tid
+from bsky_backfill.fakenet.repo_writer import build_repo
+from tests.support.native import compiled, parts_both_ways
+from tests.support.repos import DID, KEY, make_repo
+
+SOME = ["app.bsky.feed.like", "app.bsky.graph.follow", "app.bsky.actor.profile"]
+KEY_OF = KEY.did_key
+TID = micros_to_tid(1_700_000_000_000_000)
+
+
+@pytest.mark.parametrize("verify", ["full", "hashes", "none"])
+@pytest.mark.parametrize("collections", [None, SOME, ["app.bsky.feed.post"], ["no.such.thing"]])
+def test_simulated_repos_read_the_same_and_wholly_in_c(verify: str, collections: Any) -> None:
+    for seed, options in enumerate(
+        [{}, {"order": "tree"}, {"order": "shuffled"}, {"duplicate_every": 7}]
+    ):
+        car = make_repo(400, seed=seed, **options).car
+        parts = parts_both_ways(
+            car, all_native=True, signing_key=KEY_OF, verify=verify, collections=collections
+        )
+        if collections is None:
+            assert len(parts) == 400
+
+
+def test_the_c_index_equals_the_python_index() -> None:
+    compiled()
+    car = make_repo(300, duplicate_every=5, extra_blocks=[b"\xa0", b"\x80"]).car
+    fast, slow = MemoryCar(car), MemoryCar(car, native=False)
+    assert fast.index == slow.index
+    assert (fast.duplicates, len(fast), fast.roots) == (slow.duplicates, len(slow), slow.roots)
+
+
+def test_an_empty_repo_has_no_records_either_way() -> None:
+    car = build_repo(DID, {}, rev=TID, sign=KEY.sign).car
+    assert parts_both_ways(car, all_native=True, signing_key=KEY_OF) == []
+
+
+# --- records block by block ---------------------------------------------------------------
+
+
+def convert(block: bytes, *, index_cid: bytes | None = None) -> RecordParts:
+    """The C reader's parts for one record block (``index_cid``: the CID it is filed
+    under, when not its own hash)."""
+    native = compiled()
+    cid = cid_for_dag_cbor(block)
+    index = {index_cid or cid: len(block)}  # offset 0, length
+    pairs = [(f"app.bsky.feed.post/{TID}".encode(), cid)]
+    rows = native.rows(RecordParts, block, index, DID, pairs, 0, 1, True)
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_a_record_converts_to_the_same_json_and_fields() -> None:
+    link = cbrrr.CID.cidv1_dag_cbor_sha256_32_from(b"x")
+    blob = cbrrr.CID.cidv1_raw_sha256_32_from(b"y")
+    value = {
+        "$type": "app.bsky.feed.post",
+        "text": 'quote " back \\ nl \n tab \t bell \x07 del \x7f é 😀 \u2028',
+        "createdAt": "2024-05-06T07:08:09.123Z",
+        "reply": {"parent": {"uri": "at://p", "cid": "c"}, "root": {"uri": "at://r"}},
+        "subject": {"uri": "at://s"},
+        "numbers": [0, 23, 24, 255, 256, 65535, 65536, 2**32, 2**63 - 1, -1, -25, -(2**63)],
+        "flags": [True, False, None],
+        "bytes": [b"", b"a", b"ab", b"abc", bytes(range(256))],
+        "links": [link, blob],
+        "nested": {"a": [{"b": [[]]}], "": {}},
+    }
+    block = bytes(cbrrr.encode_dag_cbor(value))
+    parts = convert(block)
+    expected = decode_record(block, cid_for_dag_cbor(block))
+    assert parts.json == to_json(expected)
+    assert (parts.created_at, parts.text) == (value["createdAt"], value["text"])
+    assert (parts.reply_parent_uri, parts.reply_root_uri) == ("at://p", "at://r")
+    assert (parts.subject_uri, parts.subject_did) == ("at://s", None)
+    assert parts.uri == f"at://{DID}/app.bsky.feed.post/{TID}"
+    assert parts.cid == cid_to_str(cid_for_dag_cbor(block))
+
+
+def test_a_string_subject_is_the_subject_did() -> None:
+    parts = convert(bytes(cbrrr.encode_dag_cbor({"subject": "did:plc:x", "text": 5})))
+    assert (parts.subject_did, parts.subject_uri, parts.text) == ("did:plc:x", None, None)
+
+
+@pytest.mark.parametrize(
+    ("why", "block"),
+    [
+        ("a float", bytes(cbrrr.encode_dag_cbor({"a": 1.5}))),
+        ("an integer past int64", bytes(cbrrr.encode_dag_cbor({"a": 2**63}))),
+        ("a negative integer past int64", bytes(cbrrr.encode_dag_cbor({"a": -(2**63) - 1}))),
+        ("keys out of canonical order", bytes.fromhex("a2616201616102")),
+        ("a repeated key", bytes.fromhex("a2616101616102")),
+        ("an indefinite-length map", bytes.fromhex("bf616101ff")),
+        ("a non-minimal integer", bytes.fromhex("a161611801")),
+        ("invalid UTF-8", bytes.fromhex("a1616162fffe")),
+        ("a surrogate in UTF-8", bytes.fromhex("a1616163eda080")),
+        ("a tag other than 42", bytes.fromhex("a16161c101")),
+        ("trailing bytes", bytes.fromhex("a161610100")),
+        ("a list, not a map", bytes.fromhex("8101")),
+        ("a truncated string", bytes.fromhex("a161616561")),
+        ("a non-string key", bytes.fromhex("a10101")),
+        ("a createdAt that is not a string", bytes(cbrrr.encode_dag_cbor({"createdAt": 5}))),
+        ("deep nesting", bytes.fromhex("a16161" + "81" * 300 + "01")),
+        ("a link that is not a CIDv1 sha2-256", bytes.fromhex("a16161d82a43000102")),
+    ],
+)
+def test_what_the_c_reader_does_not_take_goes_to_python(why: str, block: bytes) -> None:
+    assert convert(block).json is None, why
+
+
+def test_a_block_that_fails_its_hash_or_is_missing_goes_to_python() -> None:
+    block = bytes(cbrrr.encode_dag_cbor({"text": "hi"}))
+    assert convert(block, index_cid=cid_for_dag_cbor(b"other")).json is None
+    assert convert(block).json is not None
+
+
+# --- arbitrary records and damaged CARs ------------------------------------------------------
+
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=20),
+    st.binary(max_size=20),
+    st.binary(min_size=1, max_size=8).map(cbrrr.CID.cidv1_dag_cbor_sha256_32_from),
+)
+_values = st.recursive(
+    _leaves,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "createdAt": st.sampled_from(["2024-01-02T03:04:05Z", "2024-13-01T00:00:00Z", "x"])
+        | _leaves,
+        "text": _values,
+        "subject": _values | st.fixed_dictionaries({"uri": _values}),
+        "reply": st.fixed_dictionaries(
+            {}, optional={"parent": st.fixed_dictionaries({"uri": _values}), "root": _values}
+        ),
+        "other": _values,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_records, min_size=1, max_size=6))
+def test_arbitrary_records_read_the_same_either_way(records: list[dict[str, Any]]) -> None:
+    collections = ["app.bsky.feed.post", "app.bsky.feed.like", "app.bsky.graph.follow"]
+    keyed = {
+        f"{collections[i % 3]}/{micros_to_tid(1_700_000_000_000_000 + i)}": value
+        for i, value in enumerate(records)
+    }
+    car = build_repo(DID, keyed, rev=TID, sign=KEY.sign).car
+    compiled()
+    fast = outcome(car, native=True)
+    assert fast == outcome(car, native=False)
+    assert isinstance(fast, tuple) or len(fast) == len(records)  # an error, or every record
+
+
+def outcome(car: bytes, native: bool, verify: str = "full") -> list[RecordParts] | tuple[str, str]:
+    """The records, or the error's type and words."""
+    try:
+        with read_repo(car, signing_key=KEY_OF, native=native, verify=verify) as repo:
+            return list(repo.record_parts())
+    except Exception as exc:  # the comparison is the point: same type, same words
+        return (type(exc).__name__, str(exc))
+
+
+_DAMAGED_FROM = make_repo(40, seed=9).car
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, len(_DAMAGED_FROM) - 1),
+    st.integers(1, 255),
+    st.sampled_from(["full", "none"]),  # none: damaged records are decoded, not rejected
+)
+def test_a_damaged_car_gives_the_same_records_or_error_either_way(
+    at: int, xor: int, verify: str
+) -> None:
+    compiled()
+    car = bytearray(_DAMAGED_FROM)
+    car[at] ^= xor
+    assert outcome(bytes(car), True, verify) == outcome(bytes(car), False, verify)
