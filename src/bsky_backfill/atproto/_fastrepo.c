@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <datetime.h>
 #include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
@@ -848,14 +849,64 @@ text_or_none(const uint8_t *s, Py_ssize_t n)
     return PyUnicode_DecodeUTF8((const char *)s, n, NULL);
 }
 
-#define ROW_FIELDS 12
+static int
+digits(const uint8_t *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* An atproto datetime in its common form, YYYY-MM-DDTHH:MM:SS[.digits]Z (at most 64
+ * characters), as an aware UTC datetime; NULL (no exception) for any other string,
+ * valid or not: syntax.parse_datetime decides those. */
+static PyObject *
+common_datetime(const uint8_t *s, Py_ssize_t n)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y, mo, d, h, mi, sec, us = 0;
+    if (n < 20 || n > 64 || s[n - 1] != 'Z' || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
+        s[13] != ':' || s[16] != ':' || !digits(s, 4, &y) || !digits(s + 5, 2, &mo) ||
+        !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi) ||
+        !digits(s + 17, 2, &sec))
+        return NULL;
+    if (n > 20) {
+        int frac = (int)n - 21, value = 0;
+        if (s[19] != '.' || frac < 1)
+            return NULL;
+        for (int i = 0; i < frac; i++)
+            if (s[20 + i] < '0' || s[20 + i] > '9')
+                return NULL;
+        digits(s + 20, frac < 6 ? frac : 6, &value);
+        for (int i = frac; i < 6; i++)
+            value *= 10;
+        us = value;
+    }
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days[mo - 1] + (mo == 2 && leap) ||
+        h > 23 || mi > 59 || sec > 59)
+        return NULL;
+    PyObject *dt = PyDateTimeAPI->DateTime_FromDateAndTime(
+        y, mo, d, h, mi, sec, us, PyDateTime_TimeZone_UTC, PyDateTimeAPI->DateTimeType);
+    if (dt == NULL)
+        PyErr_Clear();
+    return dt;
+}
+
+#define ROW_FIELDS 13
 
 PyDoc_STRVAR(rows_doc,
 "rows(cls, data, index, did, pairs, start, stop, check_hashes) -> list\n\n"
 "For each ``(key, cid)`` of ``pairs[start:stop]`` a ``cls`` (a tuple type) ``(collection, rkey, uri,\n"
 "cid, cid_str, json, created_at, text, reply_parent, reply_root, subject_uri,\n"
-"subject_did)``: the record's atproto JSON and its string fields (None when absent or\n"
-"not a string). ``json`` and the fields after it are None when the block is missing,\n"
+"subject_did, created_moment)``: the record's atproto JSON and its string fields (None\n"
+"when absent or not a string), and createdAt as a datetime when in the common form.\n"
+"``json`` and the fields after it are None when the block is missing,\n"
 "fails its hash, or is not in this reader's subset: the Python path reads that one.");
 
 static PyObject *
@@ -955,6 +1006,14 @@ rows(PyObject *module, PyObject *args)
             PyTuple_SET_ITEM(row, 5, PyUnicode_DecodeUTF8(c.out.buf, c.out.len, NULL));
             for (int f = 0; f < F_COUNT; f++)
                 PyTuple_SET_ITEM(row, 6 + f, text_or_none(c.field[f], c.field_len[f]));
+            PyObject *moment = c.field[F_CREATED] == NULL
+                                   ? NULL
+                                   : common_datetime(c.field[F_CREATED], c.field_len[F_CREATED]);
+            if (moment == NULL) {
+                moment = Py_None;
+                Py_INCREF(moment);
+            }
+            PyTuple_SET_ITEM(row, 6 + F_COUNT, moment);
         }
         else {
             for (int f = 5; f < ROW_FIELDS; f++) {
@@ -991,6 +1050,9 @@ static int
 exec_module(PyObject *module)
 {
     module_state *st = PyModule_GetState(module);
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return -1;
     /* hashlib's OpenSSL: import it so its libcrypto is loaded, then find SHA256 there. */
     PyObject *hashlib = PyImport_ImportModule("_hashlib");
     if (hashlib == NULL)

@@ -19,6 +19,7 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from hashlib import sha256
 from itertools import chain
 from typing import Any, Literal, NamedTuple
@@ -71,7 +72,9 @@ class RecordParts(NamedTuple):
     """One record as the dataset needs it: its place, CID, atproto JSON, and the fields
     copied out of it (each None unless present and a string; ``created_at`` is the raw
     ``createdAt`` value, whatever its type). Built in C where it can be, else in Python:
-    the two give the same tuple."""
+    the two give the same tuple, but that the C reader also fills ``created_moment``:
+    ``createdAt`` parsed, when written in the common form ``YYYY-MM-DDTHH:MM:SS[.f]Z``
+    (None otherwise, and always from Python: ``syntax.parse_datetime`` reads it)."""
 
     collection: str
     rkey: str
@@ -85,6 +88,7 @@ class RecordParts(NamedTuple):
     reply_root_uri: str | None
     subject_uri: str | None
     subject_did: str | None
+    created_moment: datetime | None = None
 
     @classmethod
     def of(cls, record: RepoRecord, did: str) -> RecordParts:
@@ -107,6 +111,7 @@ class RecordParts(NamedTuple):
                 _str(_get(reply, "root", "uri")),
                 _str(_get(subject, "uri")),
                 _str(subject),
+                None,
             ),
         )
 

@@ -74,20 +74,9 @@ def record_moment(
     return (tid_to_datetime(rkey) if is_valid_tid(rkey) else None), flag
 
 
-_NO_EXTRA: Final = (None, None, None, None, None)
-
-
-def _convenience(parts: RecordParts) -> tuple[str | None, ...]:
-    """``(text, subject_uri, subject_did, reply_parent_uri, reply_root_uri)``: the
-    fields of ``parts`` that the record's collection gives a meaning."""
-    collection, *_, text, parent, root, subject_uri, subject_did = parts
-    if collection == "app.bsky.feed.post":
-        return (text, None, None, parent, root)
-    if collection in ("app.bsky.feed.like", "app.bsky.feed.repost"):
-        return (None, subject_uri, None, None, None)
-    if collection in ("app.bsky.graph.follow", "app.bsky.graph.block"):
-        return (None, None, subject_did, None, None)
-    return _NO_EXTRA
+_POST: Final = "app.bsky.feed.post"
+_SUBJECT_URI: Final = frozenset({"app.bsky.feed.like", "app.bsky.feed.repost"})
+_SUBJECT_DID: Final = frozenset({"app.bsky.graph.follow", "app.bsky.graph.block"})
 
 
 def iter_rows(
@@ -105,30 +94,46 @@ def iter_rows(
 
     ``records``: usually ``repo.record_parts()``. Collections are expected to be pruned
     already (``read_repo(collections=...)``); they are checked again here so any record
-    source gives the same rows.
+    source gives the same rows. The convenience columns are the record's fields that
+    its collection gives a meaning: ``text`` and the reply URIs of a post, the subject
+    URI of a like or repost, the subject DID of a follow or block.
     """
-    window = selection.start is not None or selection.end is not None
+    collections, start, end, subjects = (
+        selection.collections,
+        selection.start,
+        selection.end,
+        selection.subject_uris,
+    )
     did, rev, commit_cid = repo.did, repo.rev, repo.commit_cid
+    latest = fetched_at + FUTURE_TOLERANCE
+    moment: datetime | None
+    # One loop, locals only, RecordParts fields by position: this runs for every record.
     for parts in records:
-        collection, rkey, uri, _, cid, record_json, created = parts[:7]
-        if selection.collections is not None and collection not in selection.collections:
+        (collection, rkey, uri, _, cid, record_json, created) = parts[:7]
+        if collections is not None and collection not in collections:
             continue
-        moment, flag = record_moment(created, rkey, fetched_at)
-        if flag is not None:
-            counts.flags[flag] += 1
-        if window:
+        parsed = parts[12]  # created_moment
+        if parsed is not None and parsed <= latest:  # the C reader parsed it: most records
+            moment, flag = parsed, None
+        else:
+            moment, flag = record_moment(created, rkey, fetched_at)
+            if flag is not None:
+                counts.flags[flag] += 1
+        if start is not None or end is not None:
             if moment is None:
                 counts.no_time += 1
                 continue
-            if (selection.start is not None and moment < selection.start) or (
-                selection.end is not None and moment >= selection.end
-            ):
+            if (start is not None and moment < start) or (end is not None and moment >= end):
                 counts.outside_window += 1
                 continue
-        text, subject_uri, subject_did, parent, root = _convenience(parts)
-        if selection.subject_uris is not None and not (
-            uri in selection.subject_uris or subject_uri in selection.subject_uris
-        ):
+        text = parent = root = subject_uri = subject_did = None
+        if collection == _POST:
+            text, parent, root = parts[7:10]  # text, reply_parent_uri, reply_root_uri
+        elif collection in _SUBJECT_URI:
+            subject_uri = parts[10]  # subject_uri
+        elif collection in _SUBJECT_DID:
+            subject_did = parts[11]  # subject_did
+        if subjects is not None and not (uri in subjects or subject_uri in subjects):
             counts.not_subject += 1
             continue
         # tuple.__new__: the NamedTuple's own __new__ is Python code, a third of a row's cost.

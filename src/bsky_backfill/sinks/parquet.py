@@ -44,6 +44,11 @@ __all__ = [
     "write_parquet",
 ]
 
+try:
+    from bsky_backfill.sinks import _arrowtime as arrowtime
+except ImportError:  # not compiled here (optional): pyarrow converts timestamps itself
+    arrowtime = None  # type: ignore[assignment]
+
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 _RECORD_OPTIONAL = frozenset(
     {
@@ -98,11 +103,22 @@ _REPO_VALUE: dict[str, Callable[[RepoRow], Any]] = {
 _POSITIONS: Final = tuple(RECORD_COLUMNS.index(f.name) for f in RECORDS_SCHEMA)
 
 
+def _column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+    """One column as Arrow. Timestamps through the C helper where it is compiled (and
+    the values are UTC datetimes or None): pyarrow calls utcoffset() on each."""
+    packed = arrowtime.micros(values) if kind == TIMESTAMP and arrowtime is not None else None
+    if packed is None:
+        return pa.array(values, kind)
+    data, validity, nulls = packed
+    buffers = [pa.py_buffer(validity) if validity is not None else None, pa.py_buffer(data)]
+    return pa.Array.from_buffers(kind, len(values), buffers, null_count=nulls)
+
+
 def records_table(rows: Sequence[RecordRow]) -> pa.Table:
     """Record rows as an Arrow table with ``RECORDS_SCHEMA`` (no ``collection``)."""
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(RECORD_COLUMNS)
     return pa.Table.from_arrays(
-        [pa.array(columns[i], f.type) for i, f in zip(_POSITIONS, RECORDS_SCHEMA, strict=True)],
+        [_column(columns[i], f.type) for i, f in zip(_POSITIONS, RECORDS_SCHEMA, strict=True)],
         schema=RECORDS_SCHEMA,
     )
 
@@ -112,7 +128,7 @@ def repos_table(rows: Sequence[RepoRow]) -> pa.Table:
     arrays = []
     for f in REPOS_SCHEMA:
         get = _REPO_VALUE.get(f.name, attrgetter(f.name))
-        arrays.append(pa.array([get(r) for r in rows], f.type))
+        arrays.append(_column([get(r) for r in rows], f.type))
     return pa.Table.from_arrays(arrays, schema=REPOS_SCHEMA)
 
 

@@ -7,6 +7,7 @@ records, the subset taken natively, and every input outside it handed over.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import cbrrr
@@ -18,9 +19,9 @@ from bsky_backfill.atproto.car import MemoryCar
 from bsky_backfill.atproto.cbor import decode_record, to_json
 from bsky_backfill.atproto.cid import cid_for_dag_cbor, cid_to_str
 from bsky_backfill.atproto.repo import RecordParts, read_repo
-from bsky_backfill.atproto.syntax import micros_to_tid
+from bsky_backfill.atproto.syntax import micros_to_tid, parse_datetime
 from bsky_backfill.fakenet.repo_writer import build_repo
-from tests.support.native import compiled, parts_both_ways
+from tests.support.native import comparable, compiled, parts_both_ways
 from tests.support.repos import DID, KEY, make_repo
 
 SOME = ["app.bsky.feed.like", "app.bsky.graph.follow", "app.bsky.actor.profile"]
@@ -185,7 +186,7 @@ def outcome(car: bytes, native: bool, verify: str = "full") -> list[RecordParts]
     """The records, or the error's type and words."""
     try:
         with read_repo(car, signing_key=KEY_OF, native=native, verify=verify) as repo:
-            return list(repo.record_parts())
+            return comparable(list(repo.record_parts()))
     except Exception as exc:  # the comparison is the point: same type, same words
         return (type(exc).__name__, str(exc))
 
@@ -206,3 +207,39 @@ def test_a_damaged_car_gives_the_same_records_or_error_either_way(
     car = bytearray(_DAMAGED_FROM)
     car[at] ^= xor
     assert outcome(bytes(car), True, verify) == outcome(bytes(car), False, verify)
+
+
+@pytest.mark.parametrize(
+    ("created", "parsed"),
+    [
+        ("2024-01-02T03:04:05Z", True),
+        ("2024-01-02T03:04:05.1Z", True),
+        ("2024-01-02T03:04:05.123Z", True),
+        ("2024-01-02T03:04:05.123456Z", True),
+        ("2024-01-02T03:04:05.123456789Z", True),  # truncated to microseconds
+        ("2024-02-29T23:59:59Z", True),
+        ("0001-01-01T00:00:00Z", True),
+        ("9999-12-31T23:59:59.999999Z", True),
+        ("2023-02-29T00:00:00Z", False),  # not a leap year
+        ("1900-02-29T00:00:00Z", False),
+        ("0000-01-01T00:00:00Z", False),  # year 0000: the Python parser's to judge
+        ("2024-01-02T24:00:00Z", False),
+        ("2024-01-02T03:60:00Z", False),
+        ("2024-01-02T03:04:60Z", False),  # no leap seconds
+        ("2024-13-02T03:04:05Z", False),
+        ("2024-01-00T03:04:05Z", False),
+        ("2024-01-02T03:04:05+01:00", False),  # valid, but not the common form
+        ("2024-01-02T03:04:05.Z", False),
+        ("2024-01-02t03:04:05Z", False),
+        ("2024-01-02T03:04:05z", False),
+        ("2024-01-02T03:04:05." + "1" * 44 + "Z", False),  # 65 characters
+        ("２０２４-01-02T03:04:05Z", False),
+    ],
+)
+def test_created_at_in_the_common_form_is_parsed_in_c_exactly(created: str, parsed: bool) -> None:
+    parts = convert(bytes(cbrrr.encode_dag_cbor({"createdAt": created})))
+    assert parts.created_at == created
+    assert (parts.created_moment is not None) == parsed
+    if parsed:
+        assert parts.created_moment == parse_datetime(created)
+        assert parts.created_moment.tzinfo is UTC
