@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -159,8 +161,12 @@ async def process_did(
     client: XrpcClient,
     limiter: HostLimiter,
     options: WorkerOptions,
+    reader: Executor | None = None,
 ) -> Outcome:
-    """Fetch, verify and select one DID's repo; see the module docstring for outcomes."""
+    """Fetch, verify and select one DID's repo; see the module docstring for outcomes.
+
+    ``reader``: the executor that reads repos (default: the event loop's).
+    """
     fetched_at = datetime.now(UTC)
     try:
         async with limiter.slot():
@@ -184,7 +190,8 @@ async def process_did(
     limiter.observe(body.rate_limit)
     with body:
         try:
-            result = await asyncio.to_thread(_read, body.content, identity, options, fetched_at)
+            read = partial(_read, body.content, identity, options, fetched_at)
+            result = await asyncio.get_running_loop().run_in_executor(reader, read)
         except RetryableError as exc:
             return Retry(exc)
         except PermanentError as exc:
