@@ -35,7 +35,7 @@ from bsky_backfill.config import load_config
 from bsky_backfill.core.job import run_job
 from bsky_backfill.fakenet.population import PopulationSpec, account_seed
 from bsky_backfill.observability.logs import configure_logging
-from bsky_backfill.process import tune_garbage_collector
+from bsky_backfill.process import tune_process
 
 TARGET_PER_CORE = 100_000  # records/s per core of engine CPU (the issue; DESIGN.md: 150k)
 UNLIMITED = {  # per host: far above anything two cores can fetch
@@ -173,7 +173,7 @@ def run_engine(
     config_path = write_config(network, folder, pop.hosts)
     config = load_config(config_path)
     configure_logging(config.monitoring.log_level)  # as `bsky-backfill run` does
-    tune_garbage_collector()
+    tune_process()
     fakenet_cpu = network.cpu_seconds()
     cpu = process_cpu()
     started = time.monotonic()

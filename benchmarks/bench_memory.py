@@ -128,11 +128,11 @@ def child(config_path: Path, result_path: Path) -> None:
     from bsky_backfill.config import load_config
     from bsky_backfill.core.job import run_job
     from bsky_backfill.observability.logs import configure_logging
-    from bsky_backfill.process import tune_garbage_collector
+    from bsky_backfill.process import tune_process
 
     config = load_config(config_path)
     configure_logging(config.monitoring.log_level, stream=open("/dev/null", "w"))  # noqa: SIM115
-    tune_garbage_collector()  # as `bsky-backfill run` does
+    tune_process()  # as `bsky-backfill run` does
     timeline: list[tuple[float, float]] = []
     stop = threading.Event()
     sampler = threading.Thread(target=sample, args=(timeline, stop), daemon=True)

@@ -33,7 +33,7 @@ from bsky_backfill.core.select import Selection
 from bsky_backfill.core.worker import WorkerOptions, _read
 from bsky_backfill.fakenet.population import PopulationSpec
 from bsky_backfill.fakenet.world import World
-from bsky_backfill.process import tune_garbage_collector
+from bsky_backfill.process import tune_process
 from bsky_backfill.sinks.parquet import ParquetSink
 
 Repo = tuple[bytes, Identity]
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args(argv)
     if not args.default_gc:
-        tune_garbage_collector()
+        tune_process()
     repos = build(args.accounts)
     read_s, records = best(args.repeats, lambda: read_only(repos))
     rows_s, results = best(args.repeats, lambda: rows(repos))

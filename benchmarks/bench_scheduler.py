@@ -54,7 +54,7 @@ from bsky_backfill.config import load_config
 from bsky_backfill.core.job import run_job
 from bsky_backfill.fakenet.population import PopulationSpec, account_seed
 from bsky_backfill.observability.logs import configure_logging
-from bsky_backfill.process import tune_garbage_collector
+from bsky_backfill.process import tune_process
 
 REPO = Path(__file__).resolve().parent.parent
 GET_REPO = "com.atproto.sync.getRepo"
@@ -288,7 +288,7 @@ def run(scenario: Scenario, folder: Path, profile: Path | None = None) -> Result
         )
         config = load_config(config_path)
         configure_logging(config.monitoring.log_level)  # as `bsky-backfill run` does
-        tune_garbage_collector()
+        tune_process()
         fakenet_cpu = network.cpu_seconds()
         cpu = engine_cpu()
         started = time.monotonic()

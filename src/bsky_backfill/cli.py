@@ -25,7 +25,7 @@ from bsky_backfill.atproto.cbor import to_json
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.errors import BackfillError, ConfigError
 from bsky_backfill.observability.logs import LOG_LEVELS, configure_logging
-from bsky_backfill.process import tune_garbage_collector
+from bsky_backfill.process import tune_process
 
 _T = TypeVar("_T")
 
@@ -737,7 +737,7 @@ def _fail(message: str, *, code: int) -> NoReturn:
 def main() -> None:
     """Console entry point: run the app, mapping our errors to one line and an exit code."""
     started = time.monotonic()
-    tune_garbage_collector()
+    tune_process()
     configure_logging("WARNING")  # commands that run jobs set their own level
     try:
         app()
