@@ -393,7 +393,11 @@ walk_entries(Walk *w, const uint8_t *left, Entry *es, Py_ssize_t n, int layer, B
                 return status;
         }
         if (wanted_key(w, key, klen)) {
-            PyObject *pair = Py_BuildValue("(y#y#)", key, klen, e->v, (Py_ssize_t)CID_LEN);
+            PyObject *k = PyBytes_FromStringAndSize((const char *)key, klen);
+            PyObject *v = PyBytes_FromStringAndSize((const char *)e->v, CID_LEN);
+            PyObject *pair = k && v ? PyTuple_Pack(2, k, v) : NULL;
+            Py_XDECREF(k);
+            Py_XDECREF(v);
             if (pair == NULL || PyList_Append(w->out, pair) < 0) {
                 Py_XDECREF(pair);
                 return RAISED;
@@ -841,12 +845,26 @@ convert(Conv *c, In *in, int depth, int at, int field)
     return 0;
 }
 
+/* A str from valid UTF-8: ASCII (nearly every key, URI, CID and much JSON) is copied
+ * into a new compact string without a second decoding pass. */
+static PyObject *
+text(const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return PyUnicode_DecodeUTF8(s, n, NULL);
+    PyObject *str = PyUnicode_New(n, 127);
+    if (str != NULL)
+        memcpy(PyUnicode_DATA(str), s, (size_t)n);
+    return str;
+}
+
 static PyObject *
 text_or_none(const uint8_t *s, Py_ssize_t n)
 {
     if (s == NULL)
         Py_RETURN_NONE;
-    return PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    return text((const char *)s, n);
 }
 
 static int
@@ -961,7 +979,7 @@ rows(PyObject *module, PyObject *args)
         if (collection == NULL || PyUnicode_GET_LENGTH(collection) != clen ||
             memcmp(PyUnicode_DATA(collection), k, (size_t)clen) != 0) {
             Py_XDECREF(collection);
-            collection = PyUnicode_DecodeASCII(k, clen, NULL);
+            collection = text(k, clen);
             if (collection == NULL)
                 goto error;
         }
@@ -979,11 +997,11 @@ rows(PyObject *module, PyObject *args)
         PyList_SET_ITEM(out, i - start, row);
         Py_INCREF(collection);
         PyTuple_SET_ITEM(row, 0, collection);
-        PyTuple_SET_ITEM(row, 1, PyUnicode_DecodeASCII(slash + 1, klen - clen - 1, NULL));
-        PyTuple_SET_ITEM(row, 2, PyUnicode_DecodeUTF8(uri.buf, uri.len, NULL));
+        PyTuple_SET_ITEM(row, 1, text(slash + 1, klen - clen - 1));
+        PyTuple_SET_ITEM(row, 2, text(uri.buf, uri.len));
         Py_INCREF(cid);
         PyTuple_SET_ITEM(row, 3, cid);
-        PyTuple_SET_ITEM(row, 4, PyUnicode_DecodeASCII(cid_str, CID_TEXT_LEN, NULL));
+        PyTuple_SET_ITEM(row, 4, text(cid_str, CID_TEXT_LEN));
         const uint8_t *b;
         Py_ssize_t blen;
         int status = block(st, base, index, cid, check, &b, &blen);
@@ -1003,7 +1021,7 @@ rows(PyObject *module, PyObject *args)
             }
         }
         if (converted) {
-            PyTuple_SET_ITEM(row, 5, PyUnicode_DecodeUTF8(c.out.buf, c.out.len, NULL));
+            PyTuple_SET_ITEM(row, 5, text(c.out.buf, c.out.len));
             for (int f = 0; f < F_COUNT; f++)
                 PyTuple_SET_ITEM(row, 6 + f, text_or_none(c.field[f], c.field_len[f]));
             PyObject *moment = c.field[F_CREATED] == NULL
