@@ -7,7 +7,9 @@ repos the real PDS wrote, exported by ``benchmarks.realpds_cars``) it times, in 
 seconds of this one thread (``process_time``, less disturbed by other load than wall
 time), the best of N interleaved runs of:
 - ``decode_car``: ``libipld.decode_car`` — framing + decoding every block, no checks;
-- ``full`` / ``hashes`` / ``none``: ``read_repo`` iterating every record;
+- ``full`` / ``hashes`` / ``none``: ``read_repo`` iterating every record as the engine
+  does (``record_parts``: each record as atproto JSON and its fields), with the C reader;
+- ``full, Python reader``: ``full`` with ``native=False``;
 - ``filter``: ``full`` with a rare collection only.
 and prints MB/s, records/s and the ratio to ``decode_car``.
 """
@@ -76,13 +78,21 @@ def generated(name: str, sizes: list[int], seed: int) -> CarSet:
 
 
 def read_all(
-    cars: list[tuple[bytes, str | None]], verify: str, collections: list[str] | None
+    cars: list[tuple[bytes, str | None]],
+    verify: str,
+    collections: list[str] | None,
+    *,
+    native: bool = True,
 ) -> int:
+    """Read every record as the engine does (``record_parts``: verified, each record as
+    atproto JSON and its fields); ``native=False``: the Python reader alone."""
     count = 0
     for car, key in cars:
         level = verify if key is not None or verify != "full" else "hashes"
-        with read_repo(car, signing_key=key, verify=level, collections=collections) as repo:
-            for _ in repo.records:
+        with read_repo(
+            car, signing_key=key, verify=level, collections=collections, native=native
+        ) as repo:
+            for _ in repo.record_parts():
                 count += 1
     return count
 
@@ -117,6 +127,7 @@ def measure(car_set: CarSet, repeats: int) -> list[Row]:
     modes: dict[str, Callable[[], object]] = {
         "decode_car": lambda: decode_each(car_set.cars),
         "full": lambda: read_all(car_set.cars, "full", None),
+        "full, Python reader": lambda: read_all(car_set.cars, "full", None, native=False),
         "hashes": lambda: read_all(car_set.cars, "hashes", None),
         "none": lambda: read_all(car_set.cars, "none", None),
         f"filter {RARE}": lambda: read_all(car_set.cars, "full", [RARE]),

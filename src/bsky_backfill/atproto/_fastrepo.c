@@ -8,7 +8,9 @@
  *
  * The subset is what real repos are made of: CIDv1 DAG-CBOR / raw sha2-256 CIDs,
  * canonical DAG-CBOR without floats, integers within 64-bit signed range, nesting up to
- * MAX_DEPTH. sha256 is OpenSSL's (the libcrypto Python's hashlib already loaded).
+ * MAX_DEPTH. sha256 is OpenSSL's (the libcrypto Python's hashlib already loaded), through
+ * SHA256_Init/Update/Final: the one-shot SHA256() of OpenSSL 3 looks the algorithm up on
+ * every call, which costs more than hashing a 200-byte block.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,11 +24,30 @@
 #define MAX_DEPTH 200
 #define CHUNK_SHIFT 32
 
-typedef unsigned char *(*sha256_fn)(const unsigned char *, size_t, unsigned char *);
+typedef int (*sha256_init_fn)(void *);
+typedef int (*sha256_update_fn)(void *, const void *, size_t);
+typedef int (*sha256_final_fn)(unsigned char *, void *);
 
 typedef struct {
-    sha256_fn sha256;
+    sha256_init_fn init;
+    sha256_update_fn update;
+    sha256_final_fn final;
 } module_state;
+
+/* Room for OpenSSL's SHA256_CTX (112 bytes in 1.1 and 3.x), opaque here. */
+typedef union {
+    unsigned char bytes[256];
+    uint64_t align;
+} sha256_ctx;
+
+static void
+sha256(module_state *st, const uint8_t *data, size_t len, unsigned char digest[32])
+{
+    sha256_ctx ctx;
+    st->init(&ctx);
+    st->update(&ctx, data, len);
+    st->final(digest, &ctx);
+}
 
 /* A lookup said "take the Python path" (status 1) or raised (status -1). */
 enum { OK = 0, FALLBACK = 1, RAISED = -1 };
@@ -121,7 +142,7 @@ block(module_state *st, const uint8_t *data, PyObject *index, PyObject *cid, int
     *len = (Py_ssize_t)(v & 0xFFFFFFFFULL);
     if (check) {
         unsigned char digest[32];
-        st->sha256(*out, (size_t)*len, digest);
+        sha256(st, *out, (size_t)*len, digest);
         if (memcmp(digest, PyBytes_AS_STRING(cid) + 4, 32) != 0)
             return FALLBACK;
     }
@@ -306,7 +327,7 @@ static int
 layer_of(module_state *st, const uint8_t *key, Py_ssize_t len)
 {
     unsigned char d[32];
-    st->sha256(key, (size_t)len, d);
+    sha256(st, key, (size_t)len, d);
     int zeros = 0;
     for (int i = 0; i < 32; i++) {
         if (d[i] == 0) {
@@ -1077,13 +1098,18 @@ exec_module(PyObject *module)
         return -1;
     Py_DECREF(hashlib);
     static const char *names[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && st->sha256 == NULL; i++) {
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && st->final == NULL; i++) {
         void *lib = dlopen(names[i], RTLD_NOW | RTLD_NOLOAD);
-        if (lib != NULL)
-            st->sha256 = (sha256_fn)dlsym(lib, "SHA256");
+        if (lib == NULL)
+            continue;
+        st->init = (sha256_init_fn)dlsym(lib, "SHA256_Init");
+        st->update = (sha256_update_fn)dlsym(lib, "SHA256_Update");
+        st->final = (sha256_final_fn)dlsym(lib, "SHA256_Final");
+        if (st->init == NULL || st->update == NULL)
+            st->final = NULL;
     }
-    if (st->sha256 == NULL) {
-        PyErr_SetString(PyExc_ImportError, "OpenSSL's SHA256 not found beside hashlib");
+    if (st->final == NULL) {
+        PyErr_SetString(PyExc_ImportError, "OpenSSL's SHA256 functions not found beside hashlib");
         return -1;
     }
     return 0;
