@@ -22,6 +22,7 @@
 #define CID_LEN 36
 #define KEY_MAX 830 /* 317 + "/" + 512: the longest key the key syntax admits */
 #define MAX_DEPTH 200
+#define MIN_ENTRY 53 /* {k: b"", p: 0, t: null, v: CID}: the smallest MST entry */
 #define CHUNK_SHIFT 32
 
 typedef int (*sha256_init_fn)(void *);
@@ -348,8 +349,10 @@ parse_node(const uint8_t *b, Py_ssize_t len, const uint8_t **left, Entry **entri
     In in = {b, b + len};
     int major;
     uint64_t n;
+    /* An entry takes at least MIN_ENTRY bytes: a count beyond that cannot be real, and
+     * is not allocated for. */
     if (in.p >= in.end || *in.p++ != 0xa2 || !key1(&in, 'e') || !head(&in, &major, &n) ||
-        major != 4 || n > (uint64_t)len)
+        major != 4 || n > (uint64_t)len / MIN_ENTRY)
         return FALLBACK;
     Entry *es = PyMem_Malloc(sizeof(Entry) * (n ? n : 1));
     if (es == NULL) {

@@ -243,3 +243,10 @@ def test_created_at_in_the_common_form_is_parsed_in_c_exactly(created: str, pars
     if parsed:
         assert parts.created_moment == parse_datetime(created)
         assert parts.created_moment.tzinfo is UTC
+
+
+def test_an_mst_node_claiming_more_entries_than_fit_is_left_to_python() -> None:
+    native = compiled()
+    node = bytes.fromhex("a261659a001fffff616cf6")  # e: an array of 2M entries, then l: null
+    cid = cid_for_dag_cbor(node)
+    assert native.walk(node, {cid: len(node)}, cid, True, True, None) is None
