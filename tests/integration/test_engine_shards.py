@@ -4,9 +4,10 @@ and taking back a dead worker's claims and staged batches while the others go on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bsky_backfill.config import load_config
@@ -118,3 +119,30 @@ async def test_a_dead_workers_claims_and_staged_batch_are_taken_back_the_others_
             counts = await store.counts(config.name)
             assert counts[DidState.IN_PROGRESS] == 0
             assert len(held) == 3
+
+
+async def test_a_run_ends_with_its_last_repo_not_at_the_next_periodic_flush(
+    tmp_path: Path,
+) -> None:
+    # Results waiting for a batch keep their DIDs in progress: a run used to start host
+    # workers with nothing to claim, again and again, until the periodic flush.
+    async with FakeNetwork(SPEC) as net:
+        dids = [account.did for account in net.world]
+        config = write_config(tmp_path / "one", dids, net.plc_url)
+        sink = AsyncSink(await open_checked_sink(config))
+        async with await SqlJobStore.open(state_path(config)) as store:
+            await open_job(store, config, "")
+            async with job_runner(config, store, sink) as runner:
+                runner.options = replace(runner.options, batch_size=10_000, flush_seconds=90)
+                host_counts = store.host_counts
+                calls = 0
+
+                async def counted(job_id: str) -> dict[str | None, dict[DidState, int]]:
+                    nonlocal calls
+                    calls += 1
+                    return await host_counts(job_id)
+
+                store.host_counts = counted  # type: ignore[method-assign]
+                await asyncio.wait_for(runner.run(dids), timeout=60)
+        assert runner.progress.done == len(dids)
+        assert calls < 20, f"{calls} host counts: host workers spun while results waited"
