@@ -96,6 +96,9 @@ scan(PyObject *module, PyObject *args)
         return NULL;
     const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(data);
     Py_ssize_t end = PyBytes_GET_SIZE(data);
+    /* Offsets are packed into 32 bits: a larger CAR is for the Python scan. */
+    if (pos < 0 || pos > end || max_block < 0 || (uint64_t)end > 0xFFFFFFFFULL)
+        Py_RETURN_NONE;
     PyObject *index = PyDict_New();
     if (index == NULL)
         return NULL;
@@ -512,6 +515,15 @@ walk(PyObject *module, PyObject *args)
             w.stops[i] = (const uint8_t *)t;
         }
         w.nranges = n;
+        /* Sorted, disjoint ranges (collections that are NSIDs) only: KeyRanges bisects,
+         * and for overlapping ones that is not "any range holds the key". */
+        for (Py_ssize_t i = 0; i + 1 < n; i++)
+            if (cmp(w.stops[i], w.stop_lens[i], w.starts[i + 1], w.start_lens[i + 1]) > 0 ||
+                cmp(w.starts[i], w.start_lens[i], w.starts[i + 1], w.start_lens[i + 1]) >= 0) {
+                Py_INCREF(Py_None);
+                w.out = Py_None;
+                goto done;
+            }
     }
     w.out = PyList_New(0);
     if (w.out == NULL)
@@ -652,52 +664,48 @@ put_string(Out *o, const uint8_t *s, Py_ssize_t n, int *nomem)
 {
     static const char hex[] = "0123456789abcdef";
     const uint8_t *end = s + n;
-    if (!reserve(o, n + 2))
+    /* Room for the worst case up front (every byte a 6-byte escape, and the quotes),
+     * so the loop writes without checking. */
+    if (n > (PY_SSIZE_T_MAX - 2) / 6 || !reserve(o, 6 * n + 2))
         return (*nomem = 1, 0);
-    o->buf[o->len++] = '"';
+    char *d = o->buf + o->len;
+    *d++ = '"';
     while (s < end) {
         uint8_t c = *s;
         if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-            o->buf[o->len++] = (char)c;
+            *d++ = (char)c;
             s++;
-            if (!reserve(o, 2 + (end - s)))
-                return (*nomem = 1, 0);
             continue;
         }
         if (c >= 0x80) {
             int k = utf8_seq(s, end);
             if (k == 0)
                 return 0;
-            if (!put(o, (const char *)s, k))
-                return (*nomem = 1, 0);
+            memcpy(d, s, (size_t)k);
+            d += k;
             s += k;
             continue;
         }
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
-        int len = 2;
+        *d++ = '\\';
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"': *d++ = '"'; break;
+        case '\\': *d++ = '\\'; break;
+        case '\b': *d++ = 'b'; break;
+        case '\f': *d++ = 'f'; break;
+        case '\n': *d++ = 'n'; break;
+        case '\r': *d++ = 'r'; break;
+        case '\t': *d++ = 't'; break;
         default:
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            len = 6;
+            *d++ = 'u';
+            *d++ = '0';
+            *d++ = '0';
+            *d++ = hex[c >> 4];
+            *d++ = hex[c & 15];
         }
-        if (!put(o, esc, len))
-            return (*nomem = 1, 0);
         s++;
     }
-    if (!reserve(o, 1))
-        return (*nomem = 1, 0);
-    o->buf[o->len++] = '"';
+    *d++ = '"';
+    o->len = d - o->buf;
     return 1;
 }
 
@@ -942,6 +950,16 @@ common_datetime(const uint8_t *s, Py_ssize_t n)
 
 #define ROW_FIELDS 13
 
+/* Fill a new tuple's slot, or say the value could not be made (an exception is set). */
+static int
+set(PyObject *row, int i, PyObject *value)
+{
+    if (value == NULL)
+        return 0;
+    PyTuple_SET_ITEM(row, i, value);
+    return 1;
+}
+
 PyDoc_STRVAR(rows_doc,
 "rows(cls, data, index, did, pairs, start, stop, check_hashes) -> list\n\n"
 "For each ``(key, cid)`` of ``pairs[start:stop]`` a ``cls`` (a tuple type) ``(collection, rkey, uri,\n"
@@ -1021,11 +1039,12 @@ rows(PyObject *module, PyObject *args)
         PyList_SET_ITEM(out, i - start, row);
         Py_INCREF(collection);
         PyTuple_SET_ITEM(row, 0, collection);
-        PyTuple_SET_ITEM(row, 1, text(slash + 1, klen - clen - 1));
-        PyTuple_SET_ITEM(row, 2, text(uri.buf, uri.len));
+        if (!set(row, 1, text(slash + 1, klen - clen - 1)) || !set(row, 2, text(uri.buf, uri.len)))
+            goto error;
         Py_INCREF(cid);
         PyTuple_SET_ITEM(row, 3, cid);
-        PyTuple_SET_ITEM(row, 4, text(cid_str, CID_TEXT_LEN));
+        if (!set(row, 4, text(cid_str, CID_TEXT_LEN)))
+            goto error;
         const uint8_t *b;
         Py_ssize_t blen;
         int status = block(st, base, index, cid, check, &b, &blen);
@@ -1045,9 +1064,11 @@ rows(PyObject *module, PyObject *args)
             }
         }
         if (converted) {
-            PyTuple_SET_ITEM(row, 5, text(c.out.buf, c.out.len));
+            if (!set(row, 5, text(c.out.buf, c.out.len)))
+                goto error;
             for (int f = 0; f < F_COUNT; f++)
-                PyTuple_SET_ITEM(row, 6 + f, text_or_none(c.field[f], c.field_len[f]));
+                if (!set(row, 6 + f, text_or_none(c.field[f], c.field_len[f])))
+                    goto error;
             PyObject *moment = c.field[F_CREATED] == NULL
                                    ? NULL
                                    : common_datetime(c.field[F_CREATED], c.field_len[F_CREATED]);
@@ -1063,9 +1084,6 @@ rows(PyObject *module, PyObject *args)
                 PyTuple_SET_ITEM(row, f, Py_None);
             }
         }
-        for (int f = 0; f < ROW_FIELDS; f++)
-            if (PyTuple_GET_ITEM(row, f) == NULL)
-                goto error;
     }
     Py_XDECREF(collection);
     PyMem_Free(c.out.buf);

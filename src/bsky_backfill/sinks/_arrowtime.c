@@ -1,7 +1,7 @@
 /* Aware UTC datetimes to an Arrow timestamp[us] column's buffers, without a Python call
  * per value (pyarrow asks each datetime for its utcoffset(): ~200-500 ns a value).
  *
- * Anything but None or a datetime whose tzinfo is datetime.timezone.utc answers None:
+ * Anything but None or an exact datetime whose tzinfo is datetime.timezone.utc answers None:
  * the caller then lets pyarrow convert the column, with its own rules.
  */
 #define PY_SSIZE_T_CLEAN
@@ -52,7 +52,8 @@ micros(PyObject *module, PyObject *values)
             nulls++;
             continue;
         }
-        if (!PyDateTime_Check(v) || PyDateTime_DATE_GET_TZINFO(v) != PyDateTime_TimeZone_UTC) {
+        /* Exactly datetime: a subclass may compute its own utcoffset(), which pyarrow asks. */
+        if (!PyDateTime_CheckExact(v) || PyDateTime_DATE_GET_TZINFO(v) != PyDateTime_TimeZone_UTC) {
             Py_DECREF(seq);
             Py_DECREF(data);
             Py_DECREF(validity);

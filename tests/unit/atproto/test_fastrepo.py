@@ -250,3 +250,24 @@ def test_an_mst_node_claiming_more_entries_than_fit_is_left_to_python() -> None:
     node = bytes.fromhex("a261659a001fffff616cf6")  # e: an array of 2M entries, then l: null
     cid = cid_for_dag_cbor(node)
     assert native.walk(node, {cid: len(node)}, cid, True, True, None) is None
+
+
+def test_escapes_convert_exactly_wherever_the_output_buffer_ends() -> None:
+    # The output buffer is reused across records: escapes met right at its end once
+    # wrote a byte past it (found with AddressSanitizer).
+    for pad in range(0, 700, 7):
+        value = {"a": "x" * pad, "b": '""a\n\x01é"'}
+        block = bytes(cbrrr.encode_dag_cbor(value))
+        assert convert(block).json == to_json(value)
+
+
+def test_overlapping_collection_ranges_and_bad_scan_arguments_are_left_to_python() -> None:
+    native = compiled()
+    car = make_repo(30).car
+    store = MemoryCar(car)
+    with read_repo(car, signing_key=KEY_OF) as repo:
+        root = repo.commit.data_cid
+    overlapping = [(b"app.bsky/", b"app.bsky0"), (b"app.bsky/x/", b"app.bsky/x0")]
+    assert native.walk(store.data, store.index, root, True, True, overlapping) is None
+    assert native.scan(car, -1, 1024) is None
+    assert native.scan(car, 0, -1) is None

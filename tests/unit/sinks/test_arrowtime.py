@@ -38,3 +38,14 @@ def test_other_time_zones_and_naive_datetimes_are_left_to_pyarrow(
 def test_the_extremes_of_datetime_convert() -> None:
     values = [datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)]
     assert _column(values, TIMESTAMP).equals(pa.array(values, TIMESTAMP))
+
+
+def test_a_datetime_subclass_is_left_to_pyarrow() -> None:
+    class Shifted(datetime):
+        def utcoffset(self) -> timedelta:
+            return timedelta(hours=1)
+
+    value = Shifted(2020, 1, 1, tzinfo=UTC)
+    require(arrowtime is not None, "the C timestamp helper (pip install -e . with a C compiler)")
+    assert arrowtime.micros([value]) is None
+    assert _column([value], TIMESTAMP).equals(pa.array([value], TIMESTAMP))
