@@ -44,18 +44,25 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(config: BackfillConfig, dids: list[str], *workers: str) -> AsyncIterator[Cluster]:
-    """The job planned, and runners over its store and sink; see :class:`Cluster`."""
+async def opened_job(config: BackfillConfig) -> AsyncIterator[tuple[AsyncSink, SqlJobStore]]:
+    """The job's sink and its store, with the job opened in it."""
     sink = AsyncSink(await open_checked_sink(config))
     async with await SqlJobStore.open(state_path(config)) as store:
         await open_job(store, config, "")
-        async with (
-            job_runner(config, store, sink, worker_id="publisher") as publisher,
-            job_runner(config, store, sink, worker_id=workers[0], publish=False) as first,
-            job_runner(config, store, sink, worker_id=workers[-1], publish=False) as last,
-        ):
-            await publisher.plan(dids)
-            yield Cluster(sink, publisher, first, last)
+        yield sink, store
+
+
+@asynccontextmanager
+async def cluster(config: BackfillConfig, dids: list[str], *workers: str) -> AsyncIterator[Cluster]:
+    """The job planned, and runners over its store and sink; see :class:`Cluster`."""
+    async with (
+        opened_job(config) as (sink, store),
+        job_runner(config, store, sink, worker_id="publisher") as publisher,
+        job_runner(config, store, sink, worker_id=workers[0], publish=False) as first,
+        job_runner(config, store, sink, worker_id=workers[-1], publish=False) as last,
+    ):
+        await publisher.plan(dids)
+        yield Cluster(sink, publisher, first, last)
 
 
 def without_fetched_at(path: Path) -> tuple[set[tuple], set[tuple]]:
@@ -129,20 +136,17 @@ async def test_a_run_ends_with_its_last_repo_not_at_the_next_periodic_flush(
     async with FakeNetwork(SPEC) as net:
         dids = [account.did for account in net.world]
         config = write_config(tmp_path / "one", dids, net.plc_url)
-        sink = AsyncSink(await open_checked_sink(config))
-        async with await SqlJobStore.open(state_path(config)) as store:
-            await open_job(store, config, "")
-            async with job_runner(config, store, sink) as runner:
-                runner.options = replace(runner.options, batch_size=10_000, flush_seconds=90)
-                host_counts = store.host_counts
-                calls = 0
+        async with opened_job(config) as (sink, store), job_runner(config, store, sink) as runner:
+            runner.options = replace(runner.options, batch_size=10_000, flush_seconds=90)
+            host_counts = store.host_counts
+            calls = 0
 
-                async def counted(job_id: str) -> dict[str | None, dict[DidState, int]]:
-                    nonlocal calls
-                    calls += 1
-                    return await host_counts(job_id)
+            async def counted(job_id: str) -> dict[str | None, dict[DidState, int]]:
+                nonlocal calls
+                calls += 1
+                return await host_counts(job_id)
 
-                store.host_counts = counted  # type: ignore[method-assign]
-                await asyncio.wait_for(runner.run(dids), timeout=60)
+            store.host_counts = counted  # type: ignore[method-assign]
+            await asyncio.wait_for(runner.run(dids), timeout=60)
         assert runner.progress.done == len(dids)
         assert calls < 20, f"{calls} host counts: host workers spun while results waited"

@@ -6,6 +6,7 @@ from typing import Any
 
 from bsky_backfill.atproto.car import CarLimits, MemoryCar
 from bsky_backfill.atproto.cid import read_varint
+from bsky_backfill.atproto.mst import KeyRanges
 from bsky_backfill.atproto.native import fastrepo
 from bsky_backfill.atproto.repo import RecordParts, read_repo
 from bsky_backfill.atproto.syntax import parse_datetime
@@ -52,11 +53,7 @@ def parts_both_ways(car: bytes, *, all_native: bool, **read: Any) -> list[Record
         check = read.get("verify", "full") != "none"
         full = read.get("verify", "full") == "full"
         collections = read.get("collections")
-        ranges = (
-            None
-            if collections is None
-            else sorted((c.encode() + b"/", c.encode() + b"0") for c in set(collections))
-        )
+        ranges = None if collections is None else KeyRanges(collections).ranges
         pairs = native.walk(store.data, store.index, commit.data_cid, check, full, ranges)
         assert pairs is not None
         rows = native.rows(

@@ -23,7 +23,7 @@
 #define KEY_MAX 830 /* 317 + "/" + 512: the longest key the key syntax admits */
 #define MAX_DEPTH 200
 #define MIN_ENTRY 53 /* {k: b"", p: 0, t: null, v: CID}: the smallest MST entry */
-#define CHUNK_SHIFT 32
+#define OFFSET_SHIFT 32 /* index values pack offset << 32 | length, as car.py does */
 
 typedef int (*sha256_init_fn)(void *);
 typedef int (*sha256_update_fn)(void *, const void *, size_t);
@@ -111,7 +111,7 @@ scan(PyObject *module, PyObject *args)
         Py_ssize_t cid_end = pos + CID_LEN, frame_end = pos + (Py_ssize_t)length;
         PyObject *cid = PyBytes_FromStringAndSize((const char *)b + pos, CID_LEN);
         PyObject *packed = PyLong_FromUnsignedLongLong(
-            ((unsigned long long)cid_end << CHUNK_SHIFT) | (unsigned long long)(frame_end - cid_end));
+            ((unsigned long long)cid_end << OFFSET_SHIFT) | (unsigned long long)(frame_end - cid_end));
         PyObject *kept = (cid && packed) ? PyDict_SetDefault(index, cid, packed) : NULL;
         Py_XDECREF(cid);
         Py_XDECREF(packed);
@@ -142,7 +142,7 @@ block(module_state *st, const uint8_t *data, PyObject *index, PyObject *cid, int
     unsigned long long v = PyLong_AsUnsignedLongLong(packed);
     if (v == (unsigned long long)-1 && PyErr_Occurred())
         return RAISED;
-    *out = data + (v >> CHUNK_SHIFT);
+    *out = data + (v >> OFFSET_SHIFT);
     *len = (Py_ssize_t)(v & 0xFFFFFFFFULL);
     if (check) {
         unsigned char digest[32];
@@ -550,6 +550,7 @@ done:
 typedef struct {
     char *buf;
     Py_ssize_t len, cap;
+    int nomem; /* a write failed for lack of memory (else a 0 from a writer is FALLBACK) */
 } Out;
 
 static int
@@ -560,7 +561,7 @@ reserve(Out *o, Py_ssize_t more)
     Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more + 256;
     char *buf = PyMem_Realloc(o->buf, (size_t)cap);
     if (buf == NULL)
-        return 0;
+        return (o->nomem = 1, 0);
     o->buf = buf;
     o->cap = cap;
     return 1;
@@ -660,14 +661,16 @@ utf8_seq(const uint8_t *s, const uint8_t *end)
 /* A JSON string as orjson writes it: only '"', '\\' and control characters escaped.
  * 0 for invalid UTF-8 (FALLBACK) or no memory. */
 static int
-put_string(Out *o, const uint8_t *s, Py_ssize_t n, int *nomem)
+put_string(Out *o, const uint8_t *s, Py_ssize_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const uint8_t *end = s + n;
     /* Room for the worst case up front (every byte a 6-byte escape, and the quotes),
      * so the loop writes without checking. */
-    if (n > (PY_SSIZE_T_MAX - 2) / 6 || !reserve(o, 6 * n + 2))
-        return (*nomem = 1, 0);
+    if (n > (PY_SSIZE_T_MAX - 2) / 6)
+        return (o->nomem = 1, 0);
+    if (!reserve(o, 6 * n + 2))
+        return 0;
     char *d = o->buf + o->len;
     *d++ = '"';
     while (s < end) {
@@ -715,7 +718,6 @@ enum { F_CREATED, F_TEXT, F_PARENT, F_ROOT, F_SUBJECT_URI, F_SUBJECT_DID, F_COUN
 
 typedef struct {
     Out out;
-    int nomem;
     const uint8_t *field[F_COUNT];
     Py_ssize_t field_len[F_COUNT];
 } Conv;
@@ -771,7 +773,7 @@ put_uint(Out *o, uint64_t v)
     return put(o, tmp + i, 24 - i);
 }
 
-/* One value: 1 written, 0 not (c->nomem tells a memory error from FALLBACK). `field`:
+/* One value: 1 written, 0 not (c->out.nomem tells a memory error from FALLBACK). `field`:
  * the field a string here fills (-1: none); `at`: where a map here sits. */
 static int
 convert(Conv *c, In *in, int depth, int at, int field)
@@ -785,23 +787,23 @@ convert(Conv *c, In *in, int depth, int at, int field)
     case 0:
         if (arg > INT64_MAX)
             return 0;
-        return put_uint(o, arg) || (c->nomem = 1, 0);
+        return put_uint(o, arg);
     case 1:
         if (arg > INT64_MAX)
             return 0;
-        return (PUT_LIT(o, "-") && put_uint(o, arg + 1)) || (c->nomem = 1, 0);
+        return (PUT_LIT(o, "-") && put_uint(o, arg + 1));
     case 2:
         if (arg > (uint64_t)(in->end - in->p))
             return 0;
         if (!PUT_LIT(o, "{\"$bytes\":\"") || !put_base64(o, in->p, (Py_ssize_t)arg) ||
             !PUT_LIT(o, "\"}"))
-            return (c->nomem = 1, 0);
+            return 0;
         in->p += arg;
         return 1;
     case 3:
         if (arg > (uint64_t)(in->end - in->p))
             return 0;
-        if (!put_string(o, in->p, (Py_ssize_t)arg, &c->nomem))
+        if (!put_string(o, in->p, (Py_ssize_t)arg))
             return 0;
         if (field >= 0) {
             c->field[field] = in->p;
@@ -811,17 +813,17 @@ convert(Conv *c, In *in, int depth, int at, int field)
         return 1;
     case 4:
         if (!PUT_LIT(o, "["))
-            return (c->nomem = 1, 0);
+            return 0;
         for (uint64_t i = 0; i < arg; i++) {
             if (i > 0 && !PUT_LIT(o, ","))
-                return (c->nomem = 1, 0);
+                return 0;
             if (!convert(c, in, depth + 1, AT_NONE, -1))
                 return 0;
         }
-        return PUT_LIT(o, "]") || (c->nomem = 1, 0);
+        return PUT_LIT(o, "]");
     case 5: {
         if (!PUT_LIT(o, "{"))
-            return (c->nomem = 1, 0);
+            return 0;
         const uint8_t *prev = NULL;
         Py_ssize_t prev_len = 0;
         for (uint64_t i = 0; i < arg; i++) {
@@ -836,11 +838,11 @@ convert(Conv *c, In *in, int depth, int at, int field)
             prev = k;
             prev_len = klen;
             if (i > 0 && !PUT_LIT(o, ","))
-                return (c->nomem = 1, 0);
-            if (!put_string(o, k, klen, &c->nomem))
+                return 0;
+            if (!put_string(o, k, klen))
                 return 0;
             if (!PUT_LIT(o, ":"))
-                return (c->nomem = 1, 0);
+                return 0;
             int child_field;
             int child_at = place(at, k, klen, &child_field);
             const uint8_t *before = in->p;
@@ -850,7 +852,7 @@ convert(Conv *c, In *in, int depth, int at, int field)
             if (child_field == F_CREATED && (*before >> 5) != 3)
                 return 0;
         }
-        return PUT_LIT(o, "}") || (c->nomem = 1, 0);
+        return PUT_LIT(o, "}");
     }
     case 6: {
         const uint8_t *cid;
@@ -862,16 +864,16 @@ convert(Conv *c, In *in, int depth, int at, int field)
         char text[CID_TEXT_LEN];
         cid_text(cid, text);
         if (!PUT_LIT(o, "{\"$link\":\"") || !put(o, text, CID_TEXT_LEN) || !PUT_LIT(o, "\"}"))
-            return (c->nomem = 1, 0);
+            return 0;
         return 1;
     }
     case 7:
         if (arg == 20)
-            return PUT_LIT(o, "false") || (c->nomem = 1, 0);
+            return PUT_LIT(o, "false");
         if (arg == 21)
-            return PUT_LIT(o, "true") || (c->nomem = 1, 0);
+            return PUT_LIT(o, "true");
         if (arg == 22)
-            return PUT_LIT(o, "null") || (c->nomem = 1, 0);
+            return PUT_LIT(o, "null");
         return 0;
     }
     return 0;
@@ -1001,7 +1003,7 @@ rows(PyObject *module, PyObject *args)
     PyObject *collection = NULL;
     Conv c;
     memset(&c, 0, sizeof(c));
-    Out uri = {NULL, 0, 0};
+    Out uri = {NULL, 0, 0, 0};
     for (Py_ssize_t i = start; i < stop; i++) {
         PyObject *pair = PyList_GET_ITEM(pairs, i), *key, *cid;
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
@@ -1053,12 +1055,12 @@ rows(PyObject *module, PyObject *args)
         int converted = 0;
         if (status == OK) {
             c.out.len = 0;
-            c.nomem = 0;
+            c.out.nomem = 0;
             memset(c.field, 0, sizeof(c.field));
             In in = {b, b + blen};
             converted = in.p < in.end && (*in.p >> 5) == 5 &&
                         convert(&c, &in, 1, AT_TOP, -1) && in.p == in.end;
-            if (c.nomem) {
+            if (c.out.nomem) {
                 PyErr_NoMemory();
                 goto error;
             }

@@ -6,18 +6,9 @@ otherwise; without it every repo is read in Python, with the same results, slowe
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Final
-
 __all__ = ["fastrepo"]
 
-
-def _load() -> ModuleType | None:
-    try:
-        from bsky_backfill.atproto import _fastrepo
-    except ImportError:
-        return None
-    return _fastrepo
-
-
-fastrepo: Final = _load()
+try:
+    from bsky_backfill.atproto import _fastrepo as fastrepo
+except ImportError:  # not compiled here
+    fastrepo = None  # type: ignore[assignment]

@@ -90,8 +90,13 @@ class Progress:
     busiest: dict[str, int] = field(default_factory=dict)
 
 
-_InLanes = tuple[list[int], asyncio.Event]
-"""A host worker's claims in its lanes: how many, and the event a lane sets on finishing one."""
+@dataclass(slots=True)
+class _InLanes:
+    """A host worker's claims handed to its lanes and not finished (they may come back),
+    and the event a lane sets on finishing one."""
+
+    busy: int = 0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class JobRunner:
@@ -365,17 +370,14 @@ class JobRunner:
             lanes = self.options.limiter.max_in_flight
             # Bounded: the feeder claims a chunk, then waits while lanes take from it.
             queue: asyncio.Queue[Claim | None] = asyncio.Queue(maxsize=lanes)
-            busy = [0]  # claims handed to lanes and not finished: they may come back
-            finished = asyncio.Event()  # set by a lane when it finishes a claim
+            in_lanes = _InLanes()
             self._hosts_active += 1
             self.metrics.queue_depth("hosts_active", self._hosts_active)
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(
-                        self._feed(host, queue, lanes, (busy, finished), budget, deadline)
-                    )
+                    group.create_task(self._feed(host, queue, lanes, in_lanes, budget, deadline))
                     for _ in range(lanes):
-                        group.create_task(self._lane(queue, limiter, (busy, finished)))
+                        group.create_task(self._lane(queue, limiter, in_lanes))
             finally:
                 self._hosts_active -= 1
                 self.metrics.queue_depth("hosts_active", self._hosts_active)
@@ -389,10 +391,9 @@ class JobRunner:
         budget: int | None,
         deadline: float | None,
     ) -> None:
-        busy, finished = in_lanes
         left = budget
         while (left is None or left > 0) and (deadline is None or time.monotonic() < deadline):
-            finished.clear()
+            in_lanes.finished.clear()
             want = 2 * lanes if left is None else min(2 * lanes, left)
             claims = await self.store.claim(
                 self.job_id, want, worker_id=self.options.worker_id, host=host
@@ -403,7 +404,7 @@ class JobRunner:
             if left is not None:
                 left -= len(claims)
             for claim in claims:
-                busy[0] += 1
+                in_lanes.busy += 1
                 await queue.put(claim)
             if claims:
                 continue
@@ -412,8 +413,8 @@ class JobRunner:
             # again when a lane finishes one (polling the store meanwhile cost a job with
             # a backlog of repos to read ~30 % more CPU), or every 0.2 s while DIDs put
             # back for later wait to be due.
-            if busy[0] > 0:
-                await finished.wait()
+            if in_lanes.busy > 0:
+                await in_lanes.finished.wait()
                 continue
             if not await self._waiting_on(host):
                 break
@@ -424,13 +425,12 @@ class JobRunner:
     async def _lane(
         self, queue: asyncio.Queue[Claim | None], limiter: HostLimiter, in_lanes: _InLanes
     ) -> None:
-        busy, finished = in_lanes
         while (claim := await queue.get()) is not None:
             try:
                 await self._process(claim, limiter)
             finally:
-                busy[0] -= 1
-                finished.set()
+                in_lanes.busy -= 1
+                in_lanes.finished.set()
 
     async def _waiting_on(self, host: str) -> bool:
         counts = (await self.store.host_counts(self.job_id)).get(host, {})
