@@ -8,7 +8,10 @@ A :class:`HostLimiter` hands out request slots for one PDS host:
   neither stalls early nor runs out before the reset;
 - on 429 it pauses this host (only) until ``Retry-After`` / the reset, or for an
   exponential backoff when the host says nothing, and halves its own rate when the
-  host's headers proved untrustworthy (a host that advertises more than it allows).
+  host says nothing;
+- a host whose headers claimed room when it refused advertises more than it allows: from
+  then on it is paced at the share of its advertised quota it had accepted (once per
+  window; trust comes back after clean windows, but not past that share).
 
 The limiter decides what the host's answers imply (rate, pause, trust); a :class:`Pace`
 keeps the timing state those decisions act on. :class:`LocalPace` keeps it in this
@@ -22,6 +25,7 @@ frame of ``RateLimit-Reset``) and ``sleep``, so tests run on a fake clock.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -165,6 +169,9 @@ class HostLimiter:
         self._base_rate = options.rate  # without headers: AIMD around this
         self._backoff = _MIN_BACKOFF
         self._trust = 1.0  # share of the host's advertised quota we believe; drops on 429
+        self._ceiling = 1.0  # share of it the host accepted before refusing (1.0: no lie seen)
+        self._limit: int | None = None  # the window's quota the host advertises
+        self._used = 0  # of it, counted by the host in this window (by its last headers)
         self._active = 0  # requests inside a slot right now
         self._room: int | None = None  # quota the last headers left us (None: no headers)
         self._quota: int | None = None  # that quota, less requests sent since
@@ -259,17 +266,27 @@ class HostLimiter:
         self._backoff = _MIN_BACKOFF
         if info.policy_limit is not None and info.policy_window:
             self._policy_rate = info.policy_limit / info.policy_window
+        limit = info.limit if info.limit is not None else info.policy_limit
+        if limit is not None and limit != self._limit:
+            self._limit, self._ceiling = limit, 1.0  # a new advertised limit: judge it anew
         if info.remaining is not None and info.reset_at is not None:
             self._new_window(info.reset_at)
             left = info.reset_at - self._wall()
-            if info.remaining <= 0 and left > 0:
+            self._used = limit - info.remaining if limit is not None else 0
+            # What the host really has left: its advertised remaining, less the part of
+            # the advertised quota we do not believe (all of it remaining, if no limit is
+            # known), less the requests in flight (sent, maybe not yet counted).
+            if limit is not None:
+                believed = info.remaining - (1 - self._trust) * limit
+            else:
+                believed = self._trust * info.remaining
+            room = math.floor(believed) - self._active
+            if room <= 0 and left > 0:
                 self._room = self._quota = 0
                 self._pause(left + _RESET_SLACK)
                 return
-            # Spread what is left of the window's quota over the time left in it, less the
-            # requests already in flight (sent, but maybe not yet counted by the host).
-            self._room = self._quota = info.remaining - self._active
-            rate = self._trust * max(self._room, 1) / max(left, 1.0)
+            self._room = self._quota = room
+            rate = max(room, 1) / max(left, 1.0)
             self._set_rate(rate, hold=left + _RESET_SLACK)
         elif info.policy_limit is not None and info.policy_window:
             self._set_rate(self._trust * info.policy_limit / info.policy_window)
@@ -278,10 +295,11 @@ class HostLimiter:
 
     def _new_window(self, reset_at: float) -> None:
         """On a host's new rate-limit window, win back some trust if the last one passed
-        without a 429 (one refusal must not slow a host for the rest of the job)."""
+        without a 429 (one refusal must not slow a host for the rest of the job), but
+        not past the share of its quota the host has been seen to accept."""
         if self._last_reset is not None and reset_at > self._last_reset + 0.5:
             if not self._limited_in_window:
-                self._trust = min(1.0, self._trust / 0.8)
+                self._trust = min(self._ceiling, self._trust / 0.8)
             self._limited_in_window = False
         self._last_reset = self._window_reset = reset_at
 
@@ -289,6 +307,7 @@ class HostLimiter:
         """A 429: pause this host until the host says, or back off exponentially. When the
         host's last headers still claimed room, they overstate its limit: trust them less."""
         self.rate_limited_count += 1
+        first_in_window = not self._limited_in_window
         self._limited_in_window = True
         if retry_after is not None and retry_after > 0:
             delay = min(retry_after + _RESET_SLACK, _MAX_BACKOFF)
@@ -299,9 +318,21 @@ class HostLimiter:
         if self._room is None:  # no headers at all: halve our own pace
             self._base_rate = max(self._base_rate * 0.5, self.options.min_rate)
             self._set_rate(min(self.rate, self._base_rate))
-        elif self._room > 1:  # "room left", then a refusal: the host advertises too much
-            self._trust = max(self._trust * 0.7, 0.05)
-            self._set_rate(self.rate * 0.7)
+        elif self._room > 1 and first_in_window:  # "room left", then a refusal: a lie
+            self._distrust()
+
+    def _distrust(self) -> None:
+        """Believe only the share of the advertised quota the host accepted in this window
+        before refusing (when its limit is known), and never more than 70 % of what was
+        believed: the refusals of one window (several requests may be in flight) count
+        once."""
+        share = self._trust * 0.7
+        if self._limit:
+            accepted = self._used / self._limit
+            self._ceiling = max(accepted, 0.05)
+            share = min(share, accepted)
+        self._trust = max(share, 0.05)
+        self._set_rate(self.rate * 0.7)
 
     def _pause(self, seconds: float) -> None:
         self.paused_seconds += self._pace.pause(seconds)

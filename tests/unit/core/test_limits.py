@@ -8,6 +8,9 @@ import pytest
 
 from bsky_backfill.atproto.ratelimit import RateLimitInfo
 from bsky_backfill.core.limits import HostLimiter, LimiterOptions
+from bsky_backfill.fakenet.ratelimit import GET_REPO
+from bsky_backfill.fakenet.ratelimit import HostLimiter as FakenetHost
+from bsky_backfill.fakenet.spec import HostSpec
 
 WALL0 = 1_800_000_000.0
 
@@ -190,3 +193,47 @@ async def test_the_quota_left_follows_headers_and_requests_sent() -> None:
     lim.observe(RateLimitInfo(remaining=100, reset_at=t.wall() + 300))
     await run_requests(lim, t, 4)
     assert lim.quota_remaining == 96
+
+
+async def test_a_host_that_advertises_twice_its_limit_is_paced_at_its_real_limit() -> None:
+    t = FakeTime()
+    host = FakenetHost(
+        HostSpec(getrepo_limit=40, getrepo_window_s=10, advertise_factor=2.0), t.wall
+    )
+    lim = limiter(t, rate=1, max_rate=1000, max_in_flight=4)
+    refused = 0
+
+    async def one() -> None:
+        nonlocal refused
+        while True:
+            async with lim.slot():
+                headers, refusal = host.check("client", GET_REPO)
+                await t.sleep(0.05)  # the answer's way back
+            info = RateLimitInfo.from_headers(headers, now=t.wall())
+            if refusal is None:
+                lim.observe(info)
+                return
+            refused += 1
+            lim.rate_limited(info.retry_after)
+
+    await asyncio.gather(*(one() for _ in range(400)))
+    # The first window's refusals show the lie; after it, 40 per 10 s without a refusal:
+    # 400 requests in 10 windows, the first cut short by its refusal.
+    assert refused <= 2
+    assert t.now < 10 * 10 + 5
+
+
+async def test_a_new_advertised_limit_is_believed_again() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_rate=1000)
+    lim.observe(RateLimitInfo(limit=100, remaining=50, reset_at=t.wall() + 10))
+    lim.rate_limited(retry_after=10)  # refused with half the advertised quota "left"
+    lim.observe(RateLimitInfo(limit=100, remaining=100, reset_at=WALL0 + 30))
+    assert lim.rate == pytest.approx(50 / 30)  # half of the advertised 100, over 30 s
+    lim.observe(RateLimitInfo(limit=100, remaining=100, reset_at=WALL0 + 60))
+    assert lim.rate == pytest.approx(50 / 60)  # a clean window: still no more than half
+    lim.observe(RateLimitInfo(limit=80, remaining=80, reset_at=WALL0 + 90))
+    lim.observe(RateLimitInfo(limit=80, remaining=80, reset_at=WALL0 + 120))
+    lim.observe(RateLimitInfo(limit=80, remaining=80, reset_at=WALL0 + 150))
+    lim.observe(RateLimitInfo(limit=80, remaining=80, reset_at=WALL0 + 180))
+    assert lim.rate == pytest.approx(80 / 180)  # the new limit, believed in full
