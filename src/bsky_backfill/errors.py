@@ -122,7 +122,25 @@ class RetryableError(BackfillError):
 
 
 class RateLimited(RetryableError):
-    """The host said 429 (RateLimitExceeded); pause this host, not the DID."""
+    """The host said 429 (RateLimitExceeded); pause this host, not the DID.
+
+    ``remaining`` / ``reset_at``: what the refusal's own ``RateLimit-Remaining`` and
+    ``RateLimit-Reset`` claimed (None: absent). A host that refuses while claiming room
+    in the same window advertises more than it allows.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        remaining: int | None = None,
+        reset_at: float | None = None,
+        **context: str | None,
+    ):
+        super().__init__(message, retry_after=retry_after, **context)
+        self.remaining = remaining
+        self.reset_at = reset_at
 
 
 class HostUnavailable(RetryableError):

@@ -260,7 +260,13 @@ def map_response_error(
     name, text = _error_fields(body)
     message = f"HTTP {status}" + (f" {name}" if name else "") + (f": {text}" if text else "")
     if status == 429 or name == "RateLimitExceeded":
-        return RateLimited(message, retry_after=rate_limit.retry_delay(now), **context)
+        return RateLimited(
+            message,
+            retry_after=rate_limit.retry_delay(now),
+            remaining=rate_limit.remaining,
+            reset_at=rate_limit.reset_at,
+            **context,
+        )
     if status >= 500:
         return HostUnavailable(message, retry_after=rate_limit.retry_after, **context)
     named = _NAMED_ERRORS.get(name) if name and 400 <= status < 500 else None

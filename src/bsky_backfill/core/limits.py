@@ -171,7 +171,7 @@ class HostLimiter:
         self._trust = 1.0  # share of the host's advertised quota we believe; drops on 429
         self._ceiling = 1.0  # share of it the host accepted before refusing (1.0: no lie seen)
         self._limit: int | None = None  # the window's quota the host advertises
-        self._used = 0  # of it, counted by the host in this window (by its last headers)
+        self._used = 0  # of it, the most the host has counted in this window
         self._active = 0  # requests inside a slot right now
         self._room: int | None = None  # quota the last headers left us (None: no headers)
         self._quota: int | None = None  # that quota, less requests sent since
@@ -272,7 +272,8 @@ class HostLimiter:
         if info.remaining is not None and info.reset_at is not None:
             self._new_window(info.reset_at)
             left = info.reset_at - self._wall()
-            self._used = limit - info.remaining if limit is not None else 0
+            if limit is not None:  # answers may arrive out of order: keep the highest count
+                self._used = max(self._used, limit - info.remaining)
             # What the host really has left: its advertised remaining, less the part of
             # the advertised quota we do not believe (all of it remaining, if no limit is
             # known), less the requests in flight (sent, maybe not yet counted).
@@ -301,11 +302,18 @@ class HostLimiter:
             if not self._limited_in_window:
                 self._trust = min(self._ceiling, self._trust / 0.8)
             self._limited_in_window = False
+            self._used = 0
         self._last_reset = self._window_reset = reset_at
 
-    def rate_limited(self, retry_after: float | None) -> None:
+    def rate_limited(
+        self,
+        retry_after: float | None,
+        remaining: int | None = None,
+        reset_at: float | None = None,
+    ) -> None:
         """A 429: pause this host until the host says, or back off exponentially. When the
-        host's last headers still claimed room, they overstate its limit: trust them less."""
+        host refused while claiming room (``remaining`` / ``reset_at``: the refusal's own
+        headers, else its last answer's), it overstates its limit: trust it less."""
         self.rate_limited_count += 1
         first_in_window = not self._limited_in_window
         self._limited_in_window = True
@@ -315,15 +323,28 @@ class HostLimiter:
             delay = self._backoff
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
         self._pause(delay)
-        if self._room is None:  # no headers at all: halve our own pace
+        if self._room is None and remaining is None:  # no headers at all: halve our pace
             self._base_rate = max(self._base_rate * 0.5, self.options.min_rate)
             self._set_rate(min(self.rate, self._base_rate))
-        elif self._room > 1 and first_in_window:  # "room left", then a refusal: a lie
+        elif first_in_window and self._claims_room(remaining, reset_at):
             self._distrust()
 
+    def _claims_room(self, remaining: int | None, reset_at: float | None) -> bool:
+        """Whether a refusal came while the host claimed room in this window: its own
+        headers say so (a refusal from an earlier window says nothing), else the last
+        answer's did."""
+        if remaining is None:
+            return self._room is not None and self._room > 1
+        window = self._window_reset
+        if reset_at is not None and window is not None and abs(reset_at - window) > 1.0:
+            return False
+        if self._limit is not None:
+            self._used = max(self._used, self._limit - remaining)
+        return remaining > 1
+
     def _distrust(self) -> None:
-        """Believe only the share of the advertised quota the host accepted in this window
-        before refusing (when its limit is known), and never more than 70 % of what was
+        """Believe only the share of the advertised quota the host counted in this window
+        when it refused (when its limit is known), and never more than 70 % of what was
         believed: the refusals of one window (several requests may be in flight) count
         once."""
         share = self._trust * 0.7

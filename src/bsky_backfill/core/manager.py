@@ -246,7 +246,7 @@ class JobRunner:
                 async with limiter.slot():
                     answer = await self.client.get_json(row.pds, _LATEST_COMMIT, {"did": row.did})
             except RateLimited as exc:
-                limiter.rate_limited(exc.retry_after)
+                limiter.rate_limited(exc.retry_after, exc.remaining, exc.reset_at)
                 return True  # cannot tell now: fetching it again is always correct
             except RepoUnavailable as exc:
                 return row.status != DidState(exc.status)

@@ -179,7 +179,7 @@ async def process_did(
                 too_large=RepoTooLarge,
             )
     except RateLimited as exc:
-        limiter.rate_limited(exc.retry_after)
+        limiter.rate_limited(exc.retry_after, exc.remaining, exc.reset_at)
         return Retry(exc, counts_attempt=False)
     except RepoUnavailable as exc:
         return Done(unavailable(identity, exc, fetched_at))

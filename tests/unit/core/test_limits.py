@@ -214,13 +214,24 @@ async def test_a_host_that_advertises_twice_its_limit_is_paced_at_its_real_limit
                 lim.observe(info)
                 return
             refused += 1
-            lim.rate_limited(info.retry_after)
+            lim.rate_limited(info.retry_after, info.remaining, info.reset_at)
 
     await asyncio.gather(*(one() for _ in range(400)))
     # The first window's refusals show the lie; after it, 40 per 10 s without a refusal:
     # 400 requests in 10 windows, the first cut short by its refusal.
     assert refused <= 2
     assert t.now < 10 * 10 + 5
+
+
+async def test_a_refusal_claiming_no_room_or_from_an_earlier_window_is_no_lie() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_rate=1000)
+    lim.observe(RateLimitInfo(limit=100, remaining=50, reset_at=WALL0 + 10))
+    lim.rate_limited(retry_after=10, remaining=0, reset_at=WALL0 + 10)  # the host's count
+    lim.observe(RateLimitInfo(limit=100, remaining=50, reset_at=WALL0 + 30))
+    lim.rate_limited(retry_after=1, remaining=40, reset_at=WALL0 + 10)  # a late old answer
+    lim.observe(RateLimitInfo(limit=100, remaining=100, reset_at=WALL0 + 60))
+    assert lim.rate == pytest.approx(100 / 60)  # believed in full
 
 
 async def test_a_new_advertised_limit_is_believed_again() -> None:
