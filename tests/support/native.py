@@ -54,11 +54,13 @@ def parts_both_ways(car: bytes, *, all_native: bool, **read: Any) -> list[Record
         full = read.get("verify", "full") == "full"
         collections = read.get("collections")
         ranges = None if collections is None else KeyRanges(collections).ranges
-        pairs = native.walk(store.data, store.index, commit.data_cid, check, full, ranges)
-        assert pairs is not None
-        rows = native.rows(
-            RecordParts, store.data, store.index, commit.did, pairs, 0, len(pairs), check
+        assert store.table is not None
+        records = native.walk(store.data, store.table, commit.data_cid, check, full, ranges)
+        assert records is not None
+        rows, end = native.rows(
+            RecordParts, store.data, store.table, commit.did, records, 0, len(slow) + 1, check
         )
+        assert end == len(records)
         # Only a createdAt that is not a string (the simulated network writes some) is
         # left to Python in a real-shaped repo.
         handed_over = [i for i, row in enumerate(rows) if row.json is None]

@@ -59,6 +59,41 @@ fast_cid(const uint8_t *p)
     return p[0] == 0x01 && (p[1] == 0x71 || p[1] == 0x55) && p[2] == 0x12 && p[3] == 0x20;
 }
 
+/* ---- output buffers ------------------------------------------------------------ */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+    int nomem; /* a write failed for lack of memory (else a 0 from a writer is FALLBACK) */
+    int non_ascii; /* a string written holds a non-ASCII character */
+} Out;
+
+static int
+reserve(Out *o, Py_ssize_t more)
+{
+    if (o->len + more <= o->cap)
+        return 1;
+    Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more + 256;
+    char *buf = PyMem_Realloc(o->buf, (size_t)cap);
+    if (buf == NULL)
+        return (o->nomem = 1, 0);
+    o->buf = buf;
+    o->cap = cap;
+    return 1;
+}
+
+static int
+put(Out *o, const char *s, Py_ssize_t n)
+{
+    if (!reserve(o, n))
+        return 0;
+    memcpy(o->buf + o->len, s, (size_t)n);
+    o->len += n;
+    return 1;
+}
+
+#define PUT_LIT(o, s) put((o), (s), (Py_ssize_t)(sizeof(s) - 1))
+
 /* ---- CAR framing ------------------------------------------------------------- */
 
 /* A minimal LEB128 varint of at most 5 bytes; 0 when truncated, longer or not minimal. */
@@ -81,73 +116,199 @@ read_uvarint(const uint8_t *b, Py_ssize_t end, Py_ssize_t *pos, uint64_t *out)
     return 0;
 }
 
+/* The block table: where each block is, by CID, without a Python object per block.
+ * Open addressing over uint64 slots (a bytes object, so Python holds it), each 0 or a
+ * block's ``offset << 32 | length``; a block's CID is the 36 bytes written just before it,
+ * so a slot is told from another by comparing those. A slot's home is the low bits of
+ * the CID's digest (random for real blocks); a CAR whose CIDs crowd one neighbourhood
+ * (possible only with forged CIDs) is left to the Python scan's dict. */
+#define PROBE_MAX 64
+#define PREFETCH_AHEAD 2048
+
+typedef struct {
+    const uint8_t *data;
+    Py_ssize_t size;
+    const uint8_t *slots;
+    uint64_t mask;
+} Table;
+
+static inline uint64_t
+slot_at(const Table *t, uint64_t i)
+{
+    uint64_t v;
+    memcpy(&v, t->slots + 8 * i, 8);
+    return v;
+}
+
+static inline uint64_t
+home(const Table *t, const uint8_t *cid)
+{
+    uint64_t h;
+    memcpy(&h, cid + 4, 8);
+    return h & t->mask;
+}
+
+/* Whether slot value v locates the block filed under cid. */
+static inline int
+holds(const Table *t, uint64_t v, const uint8_t *cid)
+{
+    uint64_t offset = v >> OFFSET_SHIFT, length = v & 0xFFFFFFFFULL;
+    return offset >= CID_LEN && offset + length <= (uint64_t)t->size &&
+           memcmp(t->data + offset - CID_LEN, cid, CID_LEN) == 0;
+}
+
+/* The slot value of a 36-byte cid's block, or 0 when it is not in the table. */
+static uint64_t
+table_find(const Table *t, const uint8_t *cid)
+{
+    uint64_t i = home(t, cid);
+    for (int n = 0; n < PROBE_MAX; n++, i = (i + 1) & t->mask) {
+        uint64_t v = slot_at(t, i);
+        if (v == 0)
+            return 0;
+        if (holds(t, v, cid))
+            return v;
+    }
+    return 0;
+}
+
+/* A Table over data from a table made by scan; 0 (TypeError set) if it cannot be one. */
+static int
+table_of(PyObject *data, PyObject *table, Table *t)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(table) / 8;
+    if (PyBytes_GET_SIZE(table) % 8 != 0 || n == 0 || (n & (n - 1)) != 0) {
+        PyErr_SetString(PyExc_TypeError, "not a block table made by scan()");
+        return 0;
+    }
+    *t = (Table){(const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                 (const uint8_t *)PyBytes_AS_STRING(table), (uint64_t)n - 1};
+    return 1;
+}
+
+/* One frame's place, or 0 when it is unusual or bad (truncated, over max_block, not a
+ * CIDv1 sha2-256 CID). */
+static int
+frame(const uint8_t *b, Py_ssize_t end, Py_ssize_t *pos, Py_ssize_t max_block, Py_ssize_t *cid_at)
+{
+    uint64_t length;
+    if (!read_uvarint(b, end, pos, &length) || length > (uint64_t)max_block ||
+        length > (uint64_t)(end - *pos) || length < CID_LEN || !fast_cid(b + *pos))
+        return 0;
+    *cid_at = *pos;
+    *pos += (Py_ssize_t)length;
+    return 1;
+}
+
 PyDoc_STRVAR(scan_doc,
-"scan(data, pos, max_block) -> (index, frames) | None\n\n"
-"Index the frames of a CAR held in memory from ``pos`` (just past the header): a dict\n"
-"of binary CID -> ``block offset << 32 | length`` (the first copy of a block wins) and\n"
-"the number of frames. None when any frame is unusual or bad.");
+"scan(data, pos, max_block) -> (table, blocks, frames) | None\n\n"
+"Index the frames of a CAR held in memory from ``pos`` (just past the header): the block\n"
+"table (for find, walk and rows; the first copy of a block wins), the number of distinct\n"
+"blocks and the number of frames. None when any frame is unusual or bad.");
 
 static PyObject *
 scan(PyObject *module, PyObject *args)
 {
     PyObject *data;
-    Py_ssize_t pos, max_block;
-    if (!PyArg_ParseTuple(args, "O!nn", &PyBytes_Type, &data, &pos, &max_block))
+    Py_ssize_t start, max_block;
+    if (!PyArg_ParseTuple(args, "O!nn", &PyBytes_Type, &data, &start, &max_block))
         return NULL;
     const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(data);
-    Py_ssize_t end = PyBytes_GET_SIZE(data);
+    Py_ssize_t end = PyBytes_GET_SIZE(data), pos = start, cid_at, frames = 0;
     /* Offsets are packed into 32 bits: a larger CAR is for the Python scan. */
-    if (pos < 0 || pos > end || max_block < 0 || (uint64_t)end > 0xFFFFFFFFULL)
+    if (start < 0 || start > end || max_block < 0 || (uint64_t)end > 0xFFFFFFFFULL)
         Py_RETURN_NONE;
-    PyObject *index = PyDict_New();
-    if (index == NULL)
-        return NULL;
-    Py_ssize_t frames = 0;
+    /* Count the frames first, to size the table. Frame heads lie hundreds of bytes apart
+     * at irregular steps, which the hardware prefetcher does not follow: a CAR not in
+     * cache would cost a memory round trip per frame. So the whole CAR is prefetched as
+     * a stream, PREFETCH_AHEAD bytes ahead of the frame read. */
+    Py_ssize_t fetched = pos;
     while (pos < end) {
-        uint64_t length;
-        if (!read_uvarint(b, end, &pos, &length) || length > (uint64_t)max_block ||
-            length > (uint64_t)(end - pos) || length < CID_LEN || !fast_cid(b + pos))
-            goto fallback;
-        Py_ssize_t cid_end = pos + CID_LEN, frame_end = pos + (Py_ssize_t)length;
-        PyObject *cid = PyBytes_FromStringAndSize((const char *)b + pos, CID_LEN);
-        PyObject *packed = PyLong_FromUnsignedLongLong(
-            ((unsigned long long)cid_end << OFFSET_SHIFT) | (unsigned long long)(frame_end - cid_end));
-        PyObject *kept = (cid && packed) ? PyDict_SetDefault(index, cid, packed) : NULL;
-        Py_XDECREF(cid);
-        Py_XDECREF(packed);
-        if (kept == NULL) {
-            Py_DECREF(index);
-            return NULL;
-        }
+        for (; fetched < end && fetched < pos + PREFETCH_AHEAD; fetched += 64)
+            __builtin_prefetch(b + fetched);
+        if (!frame(b, end, &pos, max_block, &cid_at))
+            Py_RETURN_NONE;
         frames++;
+    }
+    Py_ssize_t n = 8;
+    while (n < 2 * frames)
+        n *= 2;
+    PyObject *table = PyBytes_FromStringAndSize(NULL, 8 * n);
+    if (table == NULL)
+        return NULL;
+    uint8_t *slots = (uint8_t *)PyBytes_AS_STRING(table);
+    memset(slots, 0, (size_t)(8 * n));
+    Table t = {b, end, slots, (uint64_t)n - 1};
+    Py_ssize_t blocks = 0;
+    for (pos = start; pos < end;) {
+        Py_ssize_t frame_end = pos;
+        frame(b, end, &frame_end, max_block, &cid_at);
+        const uint8_t *cid = b + cid_at;
+        uint64_t packed = ((uint64_t)(cid_at + CID_LEN) << OFFSET_SHIFT) |
+                          (uint64_t)(frame_end - cid_at - CID_LEN);
+        uint64_t i = home(&t, cid);
+        int placed = 0;
+        for (int probes = 0; probes < PROBE_MAX; probes++, i = (i + 1) & t.mask) {
+            uint64_t v = slot_at(&t, i);
+            if (v == 0) {
+                memcpy(slots + 8 * i, &packed, 8);
+                blocks++;
+                placed = 1;
+                break;
+            }
+            if (holds(&t, v, cid)) { /* a repeated block: the first copy stays */
+                placed = 1;
+                break;
+            }
+        }
+        if (!placed) {
+            Py_DECREF(table);
+            Py_RETURN_NONE;
+        }
         pos = frame_end;
     }
-    return Py_BuildValue("(Nn)", index, frames);
-fallback:
-    Py_DECREF(index);
-    Py_RETURN_NONE;
+    return Py_BuildValue("(Nnn)", table, blocks, frames);
+}
+
+PyDoc_STRVAR(find_doc,
+"find(data, table, cid) -> int | None\n\n"
+"Where the block filed under ``cid`` is (``offset << 32 | length``), by scan's table;\n"
+"None when it is not there.");
+
+static PyObject *
+find(PyObject *module, PyObject *args)
+{
+    PyObject *data, *table;
+    const char *cid;
+    Py_ssize_t cid_len;
+    Table t;
+    if (!PyArg_ParseTuple(args, "O!O!y#", &PyBytes_Type, &data, &PyBytes_Type, &table, &cid,
+                          &cid_len) ||
+        !table_of(data, table, &t))
+        return NULL;
+    uint64_t v = cid_len == CID_LEN ? table_find(&t, (const uint8_t *)cid) : 0;
+    if (v == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(v);
 }
 
 /* A block by binary CID: OK with *out and *len set, FALLBACK if missing or its hash is
- * wrong (the Python path raises the precise error), RAISED on a Python error. */
+ * wrong (the Python path raises the precise error). */
 static int
-block(module_state *st, const uint8_t *data, PyObject *index, PyObject *cid, int check,
-      const uint8_t **out, Py_ssize_t *len)
+block(module_state *st, const Table *t, const uint8_t *cid, int check, const uint8_t **out,
+      Py_ssize_t *len)
 {
-    if (PyBytes_GET_SIZE(cid) != CID_LEN || !fast_cid((const uint8_t *)PyBytes_AS_STRING(cid)))
+    if (!fast_cid(cid))
         return FALLBACK;
-    PyObject *packed = PyDict_GetItemWithError(index, cid);
-    if (packed == NULL)
-        return PyErr_Occurred() ? RAISED : FALLBACK;
-    unsigned long long v = PyLong_AsUnsignedLongLong(packed);
-    if (v == (unsigned long long)-1 && PyErr_Occurred())
-        return RAISED;
-    *out = data + (v >> OFFSET_SHIFT);
+    uint64_t v = table_find(t, cid);
+    if (v == 0)
+        return FALLBACK;
+    *out = t->data + (v >> OFFSET_SHIFT);
     *len = (Py_ssize_t)(v & 0xFFFFFFFFULL);
     if (check) {
         unsigned char digest[32];
         sha256(st, *out, (size_t)*len, digest);
-        if (memcmp(digest, PyBytes_AS_STRING(cid) + 4, 32) != 0)
+        if (memcmp(digest, cid + 4, 32) != 0)
             return FALLBACK;
     }
     return OK;
@@ -250,14 +411,15 @@ typedef struct {
 
 typedef struct {
     module_state *st;
-    const uint8_t *data;
-    PyObject *index;
+    Table table;
     int check_hashes, check_layers;
     Py_ssize_t nranges;
     const uint8_t **starts, **stops;
     Py_ssize_t *start_lens, *stop_lens;
-    PyObject *out;
+    Out out; /* the records found: ENTRY_HEAD bytes of key length, the key, the CID */
 } Walk;
+
+#define ENTRY_HEAD 2
 
 typedef struct {
     const uint8_t *s;
@@ -420,16 +582,13 @@ walk_entries(Walk *w, const uint8_t *left, Entry *es, Py_ssize_t n, int layer, B
                 return status;
         }
         if (wanted_key(w, key, klen)) {
-            PyObject *k = PyBytes_FromStringAndSize((const char *)key, klen);
-            PyObject *v = PyBytes_FromStringAndSize((const char *)e->v, CID_LEN);
-            PyObject *pair = k && v ? PyTuple_Pack(2, k, v) : NULL;
-            Py_XDECREF(k);
-            Py_XDECREF(v);
-            if (pair == NULL || PyList_Append(w->out, pair) < 0) {
-                Py_XDECREF(pair);
+            uint16_t len16 = (uint16_t)klen;
+            if (!put(&w->out, (const char *)&len16, ENTRY_HEAD) ||
+                !put(&w->out, (const char *)key, klen) ||
+                !put(&w->out, (const char *)e->v, CID_LEN)) {
+                PyErr_NoMemory();
                 return RAISED;
             }
-            Py_DECREF(pair);
         }
         memcpy(prev, key, (size_t)klen);
         prev_len = klen;
@@ -442,13 +601,9 @@ walk_entries(Walk *w, const uint8_t *left, Entry *es, Py_ssize_t n, int layer, B
 static int
 walk_node(Walk *w, const uint8_t *cid, int layer, Bound lo, Bound hi, int root)
 {
-    PyObject *cid_obj = PyBytes_FromStringAndSize((const char *)cid, CID_LEN);
-    if (cid_obj == NULL)
-        return RAISED;
     const uint8_t *b;
     Py_ssize_t len;
-    int status = block(w->st, w->data, w->index, cid_obj, w->check_hashes, &b, &len);
-    Py_DECREF(cid_obj);
+    int status = block(w->st, &w->table, cid, w->check_hashes, &b, &len);
     if (status != OK)
         return status;
     const uint8_t *left;
@@ -474,23 +629,26 @@ walk_node(Walk *w, const uint8_t *cid, int layer, Bound lo, Bound hi, int root)
 }
 
 PyDoc_STRVAR(walk_doc,
-"walk(data, index, root, check_hashes, check_layers, ranges) -> list | None\n\n"
-"The ``(key, record CID)`` pairs of the MST under ``root`` in key order, checked as\n"
-"mst.walk_mst checks them; ``ranges``: sorted ``(start, stop)`` key ranges to keep, or\n"
-"None for all. None when anything is unusual or wrong.");
+"walk(data, table, root, check_hashes, check_layers, ranges) -> bytes | None\n\n"
+"The records of the MST under ``root`` in key order, checked as mst.walk_mst checks\n"
+"them, packed for rows(): each a 2-byte key length, the key and the record's CID.\n"
+"``ranges``: sorted ``(start, stop)`` key ranges to keep, or None for all. None when\n"
+"anything is unusual or wrong.");
 
 static PyObject *
 walk(PyObject *module, PyObject *args)
 {
-    PyObject *data, *index, *root, *ranges;
+    PyObject *data, *table, *root, *ranges, *result = NULL;
     int check_hashes, check_layers;
-    if (!PyArg_ParseTuple(args, "O!O!O!ppO", &PyBytes_Type, &data, &PyDict_Type, &index,
+    if (!PyArg_ParseTuple(args, "O!O!O!ppO", &PyBytes_Type, &data, &PyBytes_Type, &table,
                           &PyBytes_Type, &root, &check_hashes, &check_layers, &ranges))
+        return NULL;
+    Walk w = {PyModule_GetState(module), {0}, check_hashes, check_layers, -1,
+              NULL, NULL, NULL, NULL, {NULL, 0, 0, 0, 0}};
+    if (!table_of(data, table, &w.table))
         return NULL;
     if (PyBytes_GET_SIZE(root) != CID_LEN || !fast_cid((const uint8_t *)PyBytes_AS_STRING(root)))
         Py_RETURN_NONE;
-    Walk w = {PyModule_GetState(module), (const uint8_t *)PyBytes_AS_STRING(data), index,
-              check_hashes, check_layers, -1, NULL, NULL, NULL, NULL, NULL};
     Py_ssize_t n = 0;
     if (ranges != Py_None) {
         if (!PyList_Check(ranges)) {
@@ -520,64 +678,30 @@ walk(PyObject *module, PyObject *args)
         for (Py_ssize_t i = 0; i + 1 < n; i++)
             if (cmp(w.stops[i], w.stop_lens[i], w.starts[i + 1], w.start_lens[i + 1]) > 0 ||
                 cmp(w.starts[i], w.start_lens[i], w.starts[i + 1], w.start_lens[i + 1]) >= 0) {
-                Py_INCREF(Py_None);
-                w.out = Py_None;
+                result = Py_None;
+                Py_INCREF(result);
                 goto done;
             }
     }
-    w.out = PyList_New(0);
-    if (w.out == NULL)
-        goto done;
     int status = walk_node(&w, (const uint8_t *)PyBytes_AS_STRING(root), 0, (Bound){NULL, -1},
                            (Bound){NULL, -1}, 1);
-    if (status != OK) {
-        Py_CLEAR(w.out);
-        if (status == FALLBACK) {
-            w.out = Py_None;
-            Py_INCREF(Py_None);
-        }
+    if (status == OK)
+        result = PyBytes_FromStringAndSize(w.out.buf, w.out.len);
+    else if (status == FALLBACK) {
+        result = Py_None;
+        Py_INCREF(result);
     }
 done:
+    PyMem_Free(w.out.buf);
     PyMem_Free(w.starts);
     PyMem_Free(w.stops);
     PyMem_Free(w.start_lens);
     PyMem_Free(w.stop_lens);
-    return w.out;
+    return result;
 }
 
 /* ---- records to JSON ------------------------------------------------------------- */
 
-typedef struct {
-    char *buf;
-    Py_ssize_t len, cap;
-    int nomem; /* a write failed for lack of memory (else a 0 from a writer is FALLBACK) */
-} Out;
-
-static int
-reserve(Out *o, Py_ssize_t more)
-{
-    if (o->len + more <= o->cap)
-        return 1;
-    Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more + 256;
-    char *buf = PyMem_Realloc(o->buf, (size_t)cap);
-    if (buf == NULL)
-        return (o->nomem = 1, 0);
-    o->buf = buf;
-    o->cap = cap;
-    return 1;
-}
-
-static int
-put(Out *o, const char *s, Py_ssize_t n)
-{
-    if (!reserve(o, n))
-        return 0;
-    memcpy(o->buf + o->len, s, (size_t)n);
-    o->len += n;
-    return 1;
-}
-
-#define PUT_LIT(o, s) put((o), (s), (Py_ssize_t)(sizeof(s) - 1))
 
 static const char B32[] = "abcdefghijklmnopqrstuvwxyz234567";
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -658,6 +782,21 @@ utf8_seq(const uint8_t *s, const uint8_t *end)
     return 0;
 }
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+/* Whether any of the 8 bytes in v is below n (n <= 128), or is zero. */
+#define ANY_BELOW(v, n) (((v) - ONES * (n)) & ~(v) & HIGHS)
+#define ANY_ZERO(v) ANY_BELOW(v, 1)
+
+/* Whether the 8 bytes in v are all ASCII that JSON takes as it is (no '"', '\\' or
+ * control character): the common case, copied 8 bytes at a time. */
+static inline int
+plain8(uint64_t v)
+{
+    return !((v & HIGHS) | ANY_BELOW(v, 0x20) | ANY_ZERO(v ^ (ONES * '"')) |
+             ANY_ZERO(v ^ (ONES * '\\')));
+}
+
 /* A JSON string as orjson writes it: only '"', '\\' and control characters escaped.
  * 0 for invalid UTF-8 (FALLBACK) or no memory. */
 static int
@@ -674,6 +813,14 @@ put_string(Out *o, const uint8_t *s, Py_ssize_t n)
     char *d = o->buf + o->len;
     *d++ = '"';
     while (s < end) {
+        uint64_t v;
+        while (end - s >= 8 && (memcpy(&v, s, 8), plain8(v))) {
+            memcpy(d, &v, 8);
+            d += 8;
+            s += 8;
+        }
+        if (s == end)
+            break;
         uint8_t c = *s;
         if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
             *d++ = (char)c;
@@ -687,6 +834,7 @@ put_string(Out *o, const uint8_t *s, Py_ssize_t n)
             memcpy(d, s, (size_t)k);
             d += k;
             s += k;
+            o->non_ascii = 1;
             continue;
         }
         *d++ = '\\';
@@ -879,18 +1027,33 @@ convert(Conv *c, In *in, int depth, int at, int field)
     return 0;
 }
 
-/* A str from valid UTF-8: ASCII (nearly every key, URI, CID and much JSON) is copied
- * into a new compact string without a second decoding pass. */
+/* A str from valid UTF-8 known to be ASCII: copied into a new compact string. */
 static PyObject *
-text(const char *s, Py_ssize_t n)
+ascii_text(const char *s, Py_ssize_t n)
 {
-    for (Py_ssize_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= 0x80)
-            return PyUnicode_DecodeUTF8(s, n, NULL);
     PyObject *str = PyUnicode_New(n, 127);
     if (str != NULL)
         memcpy(PyUnicode_DATA(str), s, (size_t)n);
     return str;
+}
+
+/* A str from valid UTF-8: ASCII (nearly every key, URI, CID and much JSON) without a
+ * second decoding pass. */
+static PyObject *
+text(const char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    uint64_t any = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        any |= v;
+    }
+    for (; i < n; i++)
+        any |= (uint8_t)s[i];
+    if (any & HIGHS)
+        return PyUnicode_DecodeUTF8(s, n, NULL);
+    return ascii_text(s, n);
 }
 
 static PyObject *
@@ -963,57 +1126,78 @@ set(PyObject *row, int i, PyObject *value)
 }
 
 PyDoc_STRVAR(rows_doc,
-"rows(cls, data, index, did, pairs, start, stop, check_hashes) -> list\n\n"
-"For each ``(key, cid)`` of ``pairs[start:stop]`` a ``cls`` (a tuple type) ``(collection, rkey, uri,\n"
-"cid, cid_str, json, created_at, text, reply_parent, reply_root, subject_uri,\n"
-"subject_did, created_moment)``: the record's atproto JSON and its string fields (None\n"
-"when absent or not a string), and createdAt as a datetime when in the common form.\n"
-"``json`` and the fields after it are None when the block is missing,\n"
-"fails its hash, or is not in this reader's subset: the Python path reads that one.");
+"rows(cls, data, table, did, records, pos, count, check_hashes) -> (list, pos)\n\n"
+"For ``count`` records of ``records`` (packed by walk()) from byte ``pos``, each a ``cls``\n"
+"(a tuple type) ``(collection, rkey, uri, cid, cid_str, json, created_at, text,\n"
+"reply_parent, reply_root, subject_uri, subject_did, created_moment)``: the record's\n"
+"atproto JSON and its string fields (None when absent or not a string), and createdAt\n"
+"as a datetime when in the common form; and where the next record starts. ``json``\n"
+"and the fields after it are None when the block is missing, fails its hash, or is not\n"
+"in this reader's subset: the Python path reads that one.");
+
+/* The next record of walk()'s packing at *pos: its key and CID; 0 at the end or when
+ * the packing is not walk()'s (ValueError set). */
+static int
+next_record(const uint8_t *records, Py_ssize_t size, Py_ssize_t *pos, const char **key,
+            Py_ssize_t *klen, const uint8_t **cid)
+{
+    uint16_t len16;
+    if (size - *pos < ENTRY_HEAD)
+        goto bad;
+    memcpy(&len16, records + *pos, ENTRY_HEAD);
+    if (size - *pos - ENTRY_HEAD < (Py_ssize_t)len16 + CID_LEN)
+        goto bad;
+    *key = (const char *)records + *pos + ENTRY_HEAD;
+    *klen = len16;
+    *cid = records + *pos + ENTRY_HEAD + len16;
+    *pos += ENTRY_HEAD + len16 + CID_LEN;
+    return 1;
+bad:
+    PyErr_SetString(PyExc_ValueError, "records not packed by walk()");
+    return 0;
+}
 
 static PyObject *
 rows(PyObject *module, PyObject *args)
 {
-    PyObject *data, *index, *did, *pairs;
+    PyObject *data, *table, *did, *records;
     PyTypeObject *cls;
-    Py_ssize_t start, stop;
+    Py_ssize_t pos, count;
     int check;
+    Table t;
     if (!PyArg_ParseTuple(args, "O!O!O!UO!nnp", &PyType_Type, &cls, &PyBytes_Type, &data,
-                          &PyDict_Type, &index, &did, &PyList_Type, &pairs, &start, &stop, &check))
+                          &PyBytes_Type, &table, &did, &PyBytes_Type, &records, &pos, &count,
+                          &check) ||
+        !table_of(data, table, &t))
         return NULL;
     if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "cls must be a tuple type");
         return NULL;
     }
     module_state *st = PyModule_GetState(module);
-    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(data);
+    const uint8_t *packed = (const uint8_t *)PyBytes_AS_STRING(records);
+    Py_ssize_t size = PyBytes_GET_SIZE(records);
     Py_ssize_t did_len;
     const char *did_utf8 = PyUnicode_AsUTF8AndSize(did, &did_len);
     if (did_utf8 == NULL)
         return NULL;
-    if (stop > PyList_GET_SIZE(pairs))
-        stop = PyList_GET_SIZE(pairs);
-    if (start < 0 || start > stop) {
-        PyErr_SetString(PyExc_ValueError, "bad start/stop");
+    if (pos < 0 || pos > size || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad pos or count");
         return NULL;
     }
-    PyObject *out = PyList_New(stop - start);
+    PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
     PyObject *collection = NULL;
     Conv c;
     memset(&c, 0, sizeof(c));
-    Out uri = {NULL, 0, 0, 0};
-    for (Py_ssize_t i = start; i < stop; i++) {
-        PyObject *pair = PyList_GET_ITEM(pairs, i), *key, *cid;
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-            !PyBytes_Check(key = PyTuple_GET_ITEM(pair, 0)) ||
-            !PyBytes_Check(cid = PyTuple_GET_ITEM(pair, 1)) || PyBytes_GET_SIZE(cid) != CID_LEN) {
-            PyErr_SetString(PyExc_TypeError, "pairs must be (key bytes, 36-byte CID bytes)");
+    Out uri = {NULL, 0, 0, 0, 0};
+    for (Py_ssize_t i = 0; i < count && pos < size; i++) {
+        const char *k;
+        Py_ssize_t klen;
+        const uint8_t *cid_at;
+        if (!next_record(packed, size, &pos, &k, &klen, &cid_at))
             goto error;
-        }
-        const char *k = PyBytes_AS_STRING(key);
-        Py_ssize_t klen = PyBytes_GET_SIZE(key);
         const char *slash = memchr(k, '/', (size_t)klen);
         if (slash == NULL) {
             PyErr_SetString(PyExc_ValueError, "a key without '/'");
@@ -1029,7 +1213,7 @@ rows(PyObject *module, PyObject *args)
         }
         uri.len = 0;
         char cid_str[CID_TEXT_LEN];
-        cid_text((const uint8_t *)PyBytes_AS_STRING(cid), cid_str);
+        cid_text(cid_at, cid_str);
         if (!PUT_LIT(&uri, "at://") || !put(&uri, did_utf8, did_len) || !PUT_LIT(&uri, "/") ||
             !put(&uri, k, klen)) {
             PyErr_NoMemory();
@@ -1038,24 +1222,23 @@ rows(PyObject *module, PyObject *args)
         PyObject *row = cls->tp_alloc(cls, ROW_FIELDS);
         if (row == NULL)
             goto error;
-        PyList_SET_ITEM(out, i - start, row);
+        int appended = PyList_Append(out, row);
+        Py_DECREF(row); /* the list holds it, or it goes */
+        if (appended < 0)
+            goto error;
         Py_INCREF(collection);
         PyTuple_SET_ITEM(row, 0, collection);
-        if (!set(row, 1, text(slash + 1, klen - clen - 1)) || !set(row, 2, text(uri.buf, uri.len)))
-            goto error;
-        Py_INCREF(cid);
-        PyTuple_SET_ITEM(row, 3, cid);
-        if (!set(row, 4, text(cid_str, CID_TEXT_LEN)))
+        if (!set(row, 1, text(slash + 1, klen - clen - 1)) || !set(row, 2, text(uri.buf, uri.len)) ||
+            !set(row, 3, PyBytes_FromStringAndSize((const char *)cid_at, CID_LEN)) ||
+            !set(row, 4, ascii_text(cid_str, CID_TEXT_LEN)))
             goto error;
         const uint8_t *b;
         Py_ssize_t blen;
-        int status = block(st, base, index, cid, check, &b, &blen);
-        if (status == RAISED)
-            goto error;
         int converted = 0;
-        if (status == OK) {
+        if (block(st, &t, cid_at, check, &b, &blen) == OK) {
             c.out.len = 0;
             c.out.nomem = 0;
+            c.out.non_ascii = 0;
             memset(c.field, 0, sizeof(c.field));
             In in = {b, b + blen};
             converted = in.p < in.end && (*in.p >> 5) == 5 &&
@@ -1066,7 +1249,9 @@ rows(PyObject *module, PyObject *args)
             }
         }
         if (converted) {
-            if (!set(row, 5, text(c.out.buf, c.out.len)))
+            PyObject *json = c.out.non_ascii ? PyUnicode_DecodeUTF8(c.out.buf, c.out.len, NULL)
+                                             : ascii_text(c.out.buf, c.out.len);
+            if (!set(row, 5, json))
                 goto error;
             for (int f = 0; f < F_COUNT; f++)
                 if (!set(row, 6 + f, text_or_none(c.field[f], c.field_len[f])))
@@ -1090,7 +1275,7 @@ rows(PyObject *module, PyObject *args)
     Py_XDECREF(collection);
     PyMem_Free(c.out.buf);
     PyMem_Free(uri.buf);
-    return out;
+    return Py_BuildValue("(Nn)", out, pos);
 error:
     Py_XDECREF(collection);
     PyMem_Free(c.out.buf);
@@ -1103,6 +1288,7 @@ error:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, scan_doc},
+    {"find", find, METH_VARARGS, find_doc},
     {"walk", walk, METH_VARARGS, walk_doc},
     {"rows", rows, METH_VARARGS, rows_doc},
     {NULL, NULL, 0, NULL},

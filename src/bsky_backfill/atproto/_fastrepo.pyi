@@ -4,24 +4,25 @@ from typing import TypeVar
 
 _Row = TypeVar("_Row", bound=tuple[object, ...])
 
-def scan(data: bytes, pos: int, max_block: int, /) -> tuple[dict[bytes, int], int] | None: ...
+def scan(data: bytes, pos: int, max_block: int, /) -> tuple[bytes, int, int] | None: ...
+def find(data: bytes, table: bytes, cid: bytes, /) -> int | None: ...
 def walk(
     data: bytes,
-    index: dict[bytes, int],
+    table: bytes,
     root: bytes,
     check_hashes: bool,
     check_layers: bool,
     ranges: list[tuple[bytes, bytes]] | None,
     /,
-) -> list[tuple[bytes, bytes]] | None: ...
+) -> bytes | None: ...
 def rows(
     cls: type[_Row],
     data: bytes,
-    index: dict[bytes, int],
+    table: bytes,
     did: str,
-    pairs: list[tuple[bytes, bytes]],
-    start: int,
-    stop: int,
+    records: bytes,
+    pos: int,
+    count: int,
     check_hashes: bool,
     /,
-) -> list[_Row]: ...
+) -> tuple[list[_Row], int]: ...

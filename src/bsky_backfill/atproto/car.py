@@ -5,11 +5,12 @@ varint-prefixed ``CID + block`` frames. Blocks come in any order, may repeat (th
 copy wins) and may be unreferenced; nothing is decoded here. Blocks are looked up by their
 binary CID and hash-checked on use, so a filtered read never touches the rest.
 
-Two stores share one scanner: :class:`MemoryCar` over ``bytes`` (a ``dict`` index, the
-fastest lookups) and :class:`FileCar`, which reads a file in chunks to build an offset
-index and then fetches blocks with ``pread`` — the file is never held in memory whole,
-and its index is compact (:class:`CompactIndex`, ~20 bytes per block instead of a
-``dict``'s ~170: a 1 GB repo has ~4 million blocks).
+Two stores share one scanner: :class:`MemoryCar` over ``bytes`` (the C reader's block
+table, or a ``dict`` index where the C parts are not compiled) and :class:`FileCar`,
+which reads a file in chunks to build an offset index and then fetches blocks with
+``pread`` — the file is never held in memory whole, and its index is compact
+(:class:`CompactIndex`, ~20 bytes per block instead of a ``dict``'s ~170: a 1 GB repo
+has ~4 million blocks).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -180,7 +182,9 @@ def _parse_header(buf: bytes) -> tuple[tuple[bytes, ...], int]:
 class MemoryCar(CarStore):
     """A CAR held in memory as one ``bytes`` object.
 
-    Indexed by the C reader where it can (``native``; the Python scan names any fault).
+    Indexed by the C reader where it can (``native``): its block table (``table``, for
+    the C walk) holds no Python object per block. Otherwise, or for a CAR outside the C
+    reader's subset, the Python scan indexes it in a ``dict`` and names any fault.
     """
 
     def __init__(
@@ -191,37 +195,33 @@ class MemoryCar(CarStore):
         self._data = data
         self.size = len(data)
         self.roots, pos = _parse_header(data)
-        scanned = (
-            fastrepo.scan(data, pos, limits.max_block_bytes)
-            if native and fastrepo is not None
-            else None
-        )
-        if scanned is None:
-            self._index: dict[bytes, int] = {}
-            stop, frames = self._scan(data, pos, 0, limits, self._index.setdefault)
+        self.table: bytes | None = None
+        """The C reader's block table (None: indexed in Python)."""
+        self._find: Callable[[bytes], int | None]
+        scanned = fastrepo.scan(data, pos, limits.max_block_bytes) if native and fastrepo else None
+        if scanned is not None and fastrepo is not None:
+            self.table, self._blocks, frames = scanned
+            self._find = partial(fastrepo.find, data, self.table)
+        else:
+            index: dict[bytes, int] = {}
+            stop, frames = self._scan(data, pos, 0, limits, index.setdefault)
             if stop != len(data):
                 raise TruncatedRepo(f"the CAR ends inside a frame at byte {stop}")
-        else:
-            self._index, frames = scanned
-        self.duplicates = frames - len(self._index)
+            self._find, self._blocks = index.get, len(index)
+        self.duplicates = frames - self._blocks
 
     @property
     def data(self) -> bytes:
         return self._data
 
-    @property
-    def index(self) -> dict[bytes, int]:
-        """Binary CID -> ``block offset << 32 | length``."""
-        return self._index
-
     def __len__(self) -> int:
-        return len(self._index)
+        return self._blocks
 
     def __contains__(self, cid: bytes) -> bool:
-        return cid in self._index
+        return self._find(cid) is not None
 
     def get(self, cid: bytes) -> bytes:
-        packed = self._index.get(cid)
+        packed = self._find(cid)
         if packed is None:
             raise _missing(cid)
         offset = packed >> _OFFSET_SHIFT

@@ -214,29 +214,29 @@ class Repo:
 
     def _native_parts(self) -> Iterator[list[RecordParts]] | None:
         store = self._store
-        if fastrepo is None or not isinstance(store, MemoryCar):
+        if fastrepo is None or not isinstance(store, MemoryCar) or store.table is None:
             return None
         check = self.verify != "none"
         ranges = self._wanted.ranges if self._wanted is not None else None
-        pairs = fastrepo.walk(
-            store.data, store.index, self.commit.data_cid, check, self.verify == "full", ranges
+        records = fastrepo.walk(
+            store.data, store.table, self.commit.data_cid, check, self.verify == "full", ranges
         )
-        if pairs is None:  # unusual or invalid: the Python walk reads it, or names the fault
+        if records is None:  # unusual or invalid: the Python walk reads it, or names the fault
             return None
-        return self._native_chunks(fastrepo.rows, store, pairs, check)
+        return self._native_chunks(fastrepo.rows, store.data, store.table, records, check)
 
     def _native_chunks(
         self,
-        rows: Callable[..., list[RecordParts]],
-        store: MemoryCar,
-        pairs: list[tuple[bytes, bytes]],
+        rows: Callable[..., tuple[list[RecordParts], int]],
+        data: bytes,
+        table: bytes,
+        records: bytes,
         check: bool,
     ) -> Iterator[list[RecordParts]]:
         did = self.did
-        for start in range(0, len(pairs), _ROWS_CHUNK):
-            chunk = rows(
-                RecordParts, store.data, store.index, did, pairs, start, start + _ROWS_CHUNK, check
-            )
+        pos = 0
+        while pos < len(records):
+            chunk, pos = rows(RecordParts, data, table, did, records, pos, _ROWS_CHUNK, check)
             for i, parts in enumerate(chunk):
                 if parts.json is None:  # missing, corrupt or unusual: read in Python
                     record = self._record(parts.collection, parts.rkey, parts.cid_bytes)

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from bsky_backfill.atproto.car import MemoryCar
 from bsky_backfill.atproto.cbor import decode_record, to_json
-from bsky_backfill.atproto.cid import cid_for_dag_cbor, cid_to_str
+from bsky_backfill.atproto.cid import cid_for_dag_cbor, cid_to_str, read_varint
 from bsky_backfill.atproto.repo import RecordParts, read_repo
 from bsky_backfill.atproto.syntax import micros_to_tid, parse_datetime
-from bsky_backfill.fakenet.repo_writer import build_repo
+from bsky_backfill.fakenet.repo_writer import build_repo, encode_car
 from tests.support.native import comparable, compiled, parts_both_ways
 from tests.support.repos import DID, KEY, make_repo
 
@@ -43,12 +43,43 @@ def test_simulated_repos_read_the_same_and_wholly_in_c(verify: str, collections:
             assert len(parts) == 400
 
 
-def test_the_c_index_equals_the_python_index() -> None:
+def test_the_c_block_table_finds_what_the_python_index_finds() -> None:
     compiled()
     car = make_repo(300, duplicate_every=5, extra_blocks=[b"\xa0", b"\x80"]).car
     fast, slow = MemoryCar(car), MemoryCar(car, native=False)
-    assert fast.index == slow.index
+    assert fast.table is not None
+    assert slow.table is None
+    cids = {bytes(car[at : at + 36]) for at in frame_cids(car)}
+    assert {cid: fast.get(cid) for cid in cids} == {cid: slow.get(cid) for cid in cids}
+    absent = cid_for_dag_cbor(b"\xa1")
+    assert absent not in fast
+    assert absent not in slow
+    assert b"short" not in fast
     assert (fast.duplicates, len(fast), fast.roots) == (slow.duplicates, len(slow), slow.roots)
+
+
+def frame_cids(car: bytes) -> list[int]:
+    """Where each frame's CID starts."""
+    length, pos = read_varint(car, 0)
+    pos += length
+    starts = []
+    while pos < len(car):
+        length, pos = read_varint(car, pos)
+        starts.append(pos)
+        pos += length
+    return starts
+
+
+def test_cids_crowding_one_neighbourhood_of_the_table_are_left_to_the_python_index() -> None:
+    native = compiled()
+    # Forged CIDs sharing their first digest bytes all want the same slot.
+    blocks = [(bytes(36 - 4) + i.to_bytes(4, "big"), b"\xa0") for i in range(100)]
+    car = car_of([(bytes.fromhex("01711220") + cid[4:], data) for cid, data in blocks])
+    length, pos = read_varint(car, 0)
+    assert native.scan(car, pos + length, 1024) is None
+    store = MemoryCar(car)
+    assert store.table is None
+    assert len(store) == 100
 
 
 def test_an_empty_repo_has_no_records_either_way() -> None:
@@ -64,11 +95,21 @@ def convert(block: bytes, *, index_cid: bytes | None = None) -> RecordParts:
     under, when not its own hash)."""
     native = compiled()
     cid = cid_for_dag_cbor(block)
-    index = {index_cid or cid: len(block)}  # offset 0, length
-    pairs = [(f"app.bsky.feed.post/{TID}".encode(), cid)]
-    rows = native.rows(RecordParts, block, index, DID, pairs, 0, 1, True)
+    store = MemoryCar(car_of([(index_cid or cid, block)]))
+    assert store.table is not None
+    records = len(KEY_BYTES).to_bytes(2, "little") + KEY_BYTES + cid
+    rows, end = native.rows(RecordParts, store.data, store.table, DID, records, 0, 1, True)
     assert len(rows) == 1
+    assert end == len(records)
     return rows[0]
+
+
+KEY_BYTES = f"app.bsky.feed.post/{TID}".encode()
+
+
+def car_of(blocks: list[tuple[bytes, bytes]]) -> bytes:
+    """A CAR of ``(binary CID, data)`` frames, rooted at the first."""
+    return encode_car([cbrrr.CID(blocks[0][0])], blocks)
 
 
 def test_a_record_converts_to_the_same_json_and_fields() -> None:
@@ -249,7 +290,9 @@ def test_an_mst_node_claiming_more_entries_than_fit_is_left_to_python() -> None:
     native = compiled()
     node = bytes.fromhex("a261659a001fffff616cf6")  # e: an array of 2M entries, then l: null
     cid = cid_for_dag_cbor(node)
-    assert native.walk(node, {cid: len(node)}, cid, True, True, None) is None
+    store = MemoryCar(car_of([(cid, node)]))
+    assert store.table is not None
+    assert native.walk(store.data, store.table, cid, True, True, None) is None
 
 
 def test_escapes_convert_exactly_wherever_the_output_buffer_ends() -> None:
@@ -268,6 +311,7 @@ def test_overlapping_collection_ranges_and_bad_scan_arguments_are_left_to_python
     with read_repo(car, signing_key=KEY_OF) as repo:
         root = repo.commit.data_cid
     overlapping = [(b"app.bsky/", b"app.bsky0"), (b"app.bsky/x/", b"app.bsky/x0")]
-    assert native.walk(store.data, store.index, root, True, True, overlapping) is None
+    assert store.table is not None
+    assert native.walk(store.data, store.table, root, True, True, overlapping) is None
     assert native.scan(car, -1, 1024) is None
     assert native.scan(car, 0, -1) is None
