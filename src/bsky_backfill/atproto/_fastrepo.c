@@ -23,6 +23,10 @@
 #define KEY_MAX 830 /* 317 + "/" + 512: the longest key the key syntax admits */
 #define MAX_DEPTH 200
 #define MIN_ENTRY 53 /* {k: b"", p: 0, t: null, v: CID}: the smallest MST entry */
+/* The deepest tree walked here (each level holds ~2 KB of stack): a real repo's top layer
+ * is ~log4 of its record count, under 16 for any repo there is; a deeper (forged) tree is
+ * for the Python walk, whose recursion is not bounded by a thread's C stack. */
+#define MAX_LAYER 32
 #define OFFSET_SHIFT 32 /* index values pack offset << 32 | length, as car.py does */
 
 typedef int (*sha256_init_fn)(void *);
@@ -617,7 +621,11 @@ walk_node(Walk *w, const uint8_t *cid, int layer, Bound lo, Bound hi, int root)
             PyMem_Free(es);
             return left == NULL ? OK : FALLBACK;
         }
-        layer = w->check_layers ? layer_of(w->st, es[0].k, es[0].klen) : 128;
+        layer = w->check_layers ? layer_of(w->st, es[0].k, es[0].klen) : MAX_LAYER;
+        if (layer > MAX_LAYER) {
+            PyMem_Free(es);
+            return FALLBACK;
+        }
     }
     else if (n == 0 && left == NULL) {
         PyMem_Free(es);
@@ -667,6 +675,10 @@ walk(PyObject *module, PyObject *args)
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *r = PyList_GET_ITEM(ranges, i);
             char *s, *t;
+            if (!PyTuple_Check(r)) {
+                PyErr_SetString(PyExc_TypeError, "ranges must hold (start, stop) tuples");
+                goto done;
+            }
             if (!PyArg_ParseTuple(r, "y#y#", &s, &w.start_lens[i], &t, &w.stop_lens[i]))
                 goto done;
             w.starts[i] = (const uint8_t *)s;
@@ -1189,6 +1201,8 @@ rows(PyObject *module, PyObject *args)
     if (out == NULL)
         return NULL;
     PyObject *collection = NULL;
+    const char *collection_key = NULL;
+    Py_ssize_t collection_len = 0;
     Conv c;
     memset(&c, 0, sizeof(c));
     Out uri = {NULL, 0, 0, 0, 0};
@@ -1204,12 +1218,16 @@ rows(PyObject *module, PyObject *args)
             goto error;
         }
         Py_ssize_t clen = slash - k;
-        if (collection == NULL || PyUnicode_GET_LENGTH(collection) != clen ||
-            memcmp(PyUnicode_DATA(collection), k, (size_t)clen) != 0) {
+        /* Records come in key order: one str per run of a collection, made from the
+         * key's bytes and compared by them. */
+        if (collection == NULL || collection_len != clen ||
+            memcmp(collection_key, k, (size_t)clen) != 0) {
             Py_XDECREF(collection);
             collection = text(k, clen);
             if (collection == NULL)
                 goto error;
+            collection_key = k;
+            collection_len = clen;
         }
         uri.len = 0;
         char cid_str[CID_TEXT_LEN];
@@ -1222,16 +1240,13 @@ rows(PyObject *module, PyObject *args)
         PyObject *row = cls->tp_alloc(cls, ROW_FIELDS);
         if (row == NULL)
             goto error;
-        int appended = PyList_Append(out, row);
-        Py_DECREF(row); /* the list holds it, or it goes */
-        if (appended < 0)
-            goto error;
         Py_INCREF(collection);
         PyTuple_SET_ITEM(row, 0, collection);
-        if (!set(row, 1, text(slash + 1, klen - clen - 1)) || !set(row, 2, text(uri.buf, uri.len)) ||
+        if (!set(row, 1, text(slash + 1, klen - clen - 1)) ||
+            !set(row, 2, text(uri.buf, uri.len)) ||
             !set(row, 3, PyBytes_FromStringAndSize((const char *)cid_at, CID_LEN)) ||
             !set(row, 4, ascii_text(cid_str, CID_TEXT_LEN)))
-            goto error;
+            goto row_error;
         const uint8_t *b;
         Py_ssize_t blen;
         int converted = 0;
@@ -1245,17 +1260,17 @@ rows(PyObject *module, PyObject *args)
                         convert(&c, &in, 1, AT_TOP, -1) && in.p == in.end;
             if (c.out.nomem) {
                 PyErr_NoMemory();
-                goto error;
+                goto row_error;
             }
         }
         if (converted) {
             PyObject *json = c.out.non_ascii ? PyUnicode_DecodeUTF8(c.out.buf, c.out.len, NULL)
                                              : ascii_text(c.out.buf, c.out.len);
             if (!set(row, 5, json))
-                goto error;
+                goto row_error;
             for (int f = 0; f < F_COUNT; f++)
                 if (!set(row, 6 + f, text_or_none(c.field[f], c.field_len[f])))
-                    goto error;
+                    goto row_error;
             PyObject *moment = c.field[F_CREATED] == NULL
                                    ? NULL
                                    : common_datetime(c.field[F_CREATED], c.field_len[F_CREATED]);
@@ -1271,6 +1286,15 @@ rows(PyObject *module, PyObject *args)
                 PyTuple_SET_ITEM(row, f, Py_None);
             }
         }
+        /* Appended only when whole: no code ever sees a row with empty slots. */
+        int appended = PyList_Append(out, row);
+        Py_DECREF(row);
+        if (appended < 0)
+            goto error;
+        continue;
+    row_error:
+        Py_DECREF(row);
+        goto error;
     }
     Py_XDECREF(collection);
     PyMem_Free(c.out.buf);

@@ -217,8 +217,8 @@ class MemoryCar(CarStore):
     def __len__(self) -> int:
         return self._blocks
 
-    def __contains__(self, cid: bytes) -> bool:
-        return self._find(cid) is not None
+    def __contains__(self, cid: object) -> bool:
+        return isinstance(cid, bytes) and self._find(cid) is not None
 
     def get(self, cid: bytes) -> bytes:
         packed = self._find(cid)

@@ -315,3 +315,47 @@ def test_overlapping_collection_ranges_and_bad_scan_arguments_are_left_to_python
     assert native.walk(store.data, store.table, root, True, True, overlapping) is None
     assert native.scan(car, -1, 1024) is None
     assert native.scan(car, 0, -1) is None
+
+
+def test_a_tree_deeper_than_the_c_walk_goes_is_left_to_python() -> None:
+    native = compiled()
+    blocks: list[tuple[bytes, bytes]] = []
+
+    def put(value: dict[str, Any]) -> cbrrr.CID:
+        data = bytes(cbrrr.encode_dag_cbor(value))
+        blocks.append((cid_for_dag_cbor(data), data))
+        return cbrrr.CID(blocks[-1][0])
+
+    record = put({"$type": "app.bsky.feed.like", "createdAt": "2024-01-01T00:00:00Z"})
+    node = None
+    for depth in range(40):  # a chain of nodes, each the left child of the next
+        key = f"app.bsky.feed.like/k{depth:04d}".encode()
+        node = put({"e": [{"k": key, "p": 0, "t": None, "v": record}], "l": node})
+    assert node is not None
+    unsigned = {"did": DID, "version": 3, "data": node, "rev": TID, "prev": None}
+    commit = put(dict(unsigned, sig=KEY.sign(bytes(cbrrr.encode_dag_cbor(unsigned)))))
+    car = encode_car([commit], blocks[::-1])
+    store = MemoryCar(car)
+    assert store.table is not None
+    assert native.walk(car, store.table, bytes(node), True, False, None) is None
+    assert len(parts_both_ways(car, all_native=False, verify="hashes")) == 40
+
+
+def test_records_of_collections_alike_in_length_get_each_their_own_name() -> None:
+    native = compiled()
+    block = bytes(cbrrr.encode_dag_cbor({"text": "x"}))
+    cid = cid_for_dag_cbor(block)
+    store = MemoryCar(car_of([(cid, block)]))
+    assert store.table is not None
+    keys = ["Ã©/x".encode(), "é/x".encode()]  # one str length apart, not in bytes
+    records = b"".join(len(k).to_bytes(2, "little") + k + cid for k in keys)
+    rows, _ = native.rows(RecordParts, store.data, store.table, DID, records, 0, 9, False)
+    assert [r.collection for r in rows] == ["Ã©", "é"]
+
+
+def test_ranges_that_are_not_pairs_are_a_type_error() -> None:
+    native = compiled()
+    store = MemoryCar(make_repo(3).car)
+    assert store.table is not None
+    with pytest.raises(TypeError, match="ranges"):
+        native.walk(store.data, store.table, store.roots[0], True, True, [[b"a", b"b"]])
