@@ -334,10 +334,10 @@ async def _read_capped(
     response: aiohttp.ClientResponse, max_bytes: int, context: _Context
 ) -> bytes:
     """The whole body in memory; ``ResponseTooLarge`` past ``max_bytes``."""
-    body = bytearray()
-    async for chunk in _capped_chunks(response, max_bytes, ResponseTooLarge, context):
-        body += chunk
-    return bytes(body)
+    chunks = [
+        chunk async for chunk in _capped_chunks(response, max_bytes, ResponseTooLarge, context)
+    ]
+    return b"".join(chunks)
 
 
 async def _read_prefix(content: aiohttp.StreamReader, limit: int) -> bytes:
@@ -354,11 +354,17 @@ async def _read_prefix(content: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 class _Spool:
-    """Holds a streamed body in memory up to ``threshold`` bytes, then in a temporary file."""
+    """Holds a streamed body in memory up to ``threshold`` bytes, then in a temporary file.
+
+    In memory, the chunks are kept as they came and joined once at the end: one copy of
+    the body, into a buffer of its exact size (a growing ``bytearray`` copied it up to
+    three times, each time into fresh memory the OS had to zero).
+    """
 
     def __init__(self, threshold: int, directory: Path | None) -> None:
         self.size = 0
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._held = 0  # bytes in _chunks
         self._threshold = threshold
         self._directory = directory
         self._file: BinaryIO | None = None
@@ -366,23 +372,26 @@ class _Spool:
 
     async def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        self._buffer += chunk
+        self._chunks.append(chunk)
+        self._held += len(chunk)
         if self._file is None and self.size > self._threshold:
             self._file, self._path = await asyncio.to_thread(_create_spool_file, self._directory)
-        if self._file is not None and len(self._buffer) >= _SPOOL_WRITE_BYTES:
+        if self._file is not None and self._held >= _SPOOL_WRITE_BYTES:
             await self._flush(self._file)
 
     async def finish(self) -> bytes | Path:
         """The body: its bytes, or the closed spool file."""
         if self._file is None or self._path is None:
-            return bytes(self._buffer)
+            body = b"".join(self._chunks)
+            self._chunks = []
+            return body
         await self._flush(self._file)
         await asyncio.to_thread(self._file.close)
         return self._path
 
     def discard(self) -> None:
         """Drop the body and delete the spool file; safe to call at any point."""
-        self._buffer = bytearray()
+        self._chunks, self._held = [], 0
         if self._file is not None:
             # Waits for a write still running in a worker thread (the buffered file's lock).
             self._file.close()
@@ -390,8 +399,8 @@ class _Spool:
             self._path.unlink(missing_ok=True)
 
     async def _flush(self, file: BinaryIO) -> None:
-        data, self._buffer = self._buffer, bytearray()
-        await asyncio.to_thread(file.write, data)
+        chunks, self._chunks, self._held = self._chunks, [], 0
+        await asyncio.to_thread(file.writelines, chunks)
 
 
 def _create_spool_file(directory: Path | None) -> tuple[BinaryIO, Path]:
