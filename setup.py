@@ -1,5 +1,5 @@
 """The package's C parts: the repo reader's hot path (atproto/_fastrepo.c) and
-timestamps to Arrow (sinks/_arrowtime.c). Everything else is in pyproject.toml.
+rows to Arrow columns (sinks/_arrowcols.c). Everything else is in pyproject.toml.
 
 Optional: where they cannot be compiled the package installs without them and does the
 same work in Python (same results, slower).
@@ -19,8 +19,8 @@ setup(
             optional=True,
         ),
         Extension(
-            "bsky_backfill.sinks._arrowtime",
-            sources=["src/bsky_backfill/sinks/_arrowtime.c"],
+            "bsky_backfill.sinks._arrowcols",
+            sources=["src/bsky_backfill/sinks/_arrowcols.c"],
             extra_compile_args=FLAGS,
             optional=True,
         ),

@@ -45,9 +45,9 @@ __all__ = [
 ]
 
 try:
-    from bsky_backfill.sinks import _arrowtime as arrowtime
-except ImportError:  # not compiled here (optional): pyarrow converts timestamps itself
-    arrowtime = None  # type: ignore[assignment]
+    from bsky_backfill.sinks import _arrowcols as arrowcols
+except ImportError:  # not compiled here (optional): Python and pyarrow do its work
+    arrowcols = None  # type: ignore[assignment]
 
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 _RECORD_OPTIONAL = frozenset(
@@ -106,7 +106,7 @@ _POSITIONS: Final = tuple(RECORD_COLUMNS.index(f.name) for f in RECORDS_SCHEMA)
 def _column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     """One column as Arrow. Timestamps through the C helper where it is compiled (and
     the values are UTC datetimes or None): pyarrow calls utcoffset() on each."""
-    packed = arrowtime.micros(values) if kind == TIMESTAMP and arrowtime is not None else None
+    packed = arrowcols.micros(values) if kind == TIMESTAMP and arrowcols is not None else None
     if packed is None:
         return pa.array(values, kind)
     data, validity, nulls = packed
@@ -114,9 +114,16 @@ def _column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(kind, len(values), buffers, null_count=nulls)
 
 
+def _transposed(rows: Sequence[tuple[Any, ...]], width: int) -> Sequence[Sequence[Any]]:
+    """``rows`` as columns (in C where compiled: ``zip(*rows)`` is ~0.5 us a row)."""
+    if arrowcols is not None and isinstance(rows, list):
+        return arrowcols.columns(rows, width)
+    return list(zip(*rows, strict=True)) if rows else [()] * width
+
+
 def records_table(rows: Sequence[RecordRow]) -> pa.Table:
     """Record rows as an Arrow table with ``RECORDS_SCHEMA`` (no ``collection``)."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(RECORD_COLUMNS)
+    columns = _transposed(rows, len(RECORD_COLUMNS))
     return pa.Table.from_arrays(
         [_column(columns[i], f.type) for i, f in zip(_POSITIONS, RECORDS_SCHEMA, strict=True)],
         schema=RECORDS_SCHEMA,

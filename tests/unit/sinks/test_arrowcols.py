@@ -1,0 +1,73 @@
+"""The Parquet sink's C helpers (``sinks/_arrowcols.c``): rows to columns as ``zip`` makes
+them, datetimes to Arrow timestamps as pyarrow makes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bsky_backfill.sinks.parquet import TIMESTAMP, _column, arrowcols
+from tests.support import require
+
+_values = st.none() | st.integers() | st.text(max_size=5) | st.datetimes()
+
+
+@given(st.integers(0, 6).flatmap(lambda w: st.lists(st.tuples(*[_values] * w), max_size=30)))
+def test_rows_become_their_columns(rows: list[tuple[object, ...]]) -> None:
+    require(arrowcols is not None, "the C column helper (pip install -e . with a C compiler)")
+    width = len(rows[0]) if rows else 3
+    assert arrowcols.columns(rows, width) == [[row[j] for row in rows] for j in range(width)]
+
+
+def test_rows_that_are_not_tuples_of_the_width_are_a_type_error() -> None:
+    require(arrowcols is not None, "the C column helper (pip install -e . with a C compiler)")
+    with pytest.raises(TypeError, match="row 1"):
+        arrowcols.columns([(1, 2), (1, 2, 3)], 2)
+    with pytest.raises(TypeError, match="row 0"):
+        arrowcols.columns([[1, 2]], 2)
+    with pytest.raises(ValueError, match="width"):
+        arrowcols.columns([], -1)
+
+
+_utc = st.datetimes(timezones=st.just(UTC))
+
+
+@given(st.lists(st.none() | _utc, max_size=40))
+def test_utc_datetimes_and_nulls_convert_as_pyarrow_converts_them(
+    values: list[datetime | None],
+) -> None:
+    require(arrowcols is not None, "the C column helper (pip install -e . with a C compiler)")
+    assert arrowcols.micros(values) is not None
+    column = _column(values, TIMESTAMP)
+    assert column.equals(pa.array(values, TIMESTAMP))
+    assert column.to_pylist() == values
+
+
+@given(st.lists(_utc, max_size=5), st.sampled_from([timezone(timedelta(hours=2)), None]))
+def test_other_time_zones_and_naive_datetimes_are_left_to_pyarrow(
+    values: list[datetime], zone: timezone | None
+) -> None:
+    require(arrowcols is not None, "the C column helper (pip install -e . with a C compiler)")
+    other = [*values, datetime(2024, 1, 2, 3, tzinfo=zone)]
+    assert arrowcols.micros(other) is None
+    assert _column(other, TIMESTAMP).equals(pa.array(other, TIMESTAMP))
+
+
+def test_the_extremes_of_datetime_convert() -> None:
+    values = [datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)]
+    assert _column(values, TIMESTAMP).equals(pa.array(values, TIMESTAMP))
+
+
+def test_a_datetime_subclass_is_left_to_pyarrow() -> None:
+    class Shifted(datetime):
+        def utcoffset(self) -> timedelta:
+            return timedelta(hours=1)
+
+    value = Shifted(2020, 1, 1, tzinfo=UTC)
+    require(arrowcols is not None, "the C column helper (pip install -e . with a C compiler)")
+    assert arrowcols.micros([value]) is None
+    assert _column([value], TIMESTAMP).equals(pa.array([value], TIMESTAMP))
