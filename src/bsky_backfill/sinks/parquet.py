@@ -16,6 +16,7 @@ as a categorical). A single file read alone has no ``collection``: its directory
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -47,6 +48,8 @@ __all__ = [
 try:
     from bsky_backfill.sinks import _arrowcols as arrowcols
 except ImportError:  # not compiled here (optional): Python and pyarrow do its work
+    arrowcols = None  # type: ignore[assignment]
+if sys.byteorder != "little":  # its buffers are in this machine's order; Arrow's is little
     arrowcols = None  # type: ignore[assignment]
 
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
@@ -104,14 +107,28 @@ _POSITIONS: Final = tuple(RECORD_COLUMNS.index(f.name) for f in RECORDS_SCHEMA)
 
 
 def _column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
-    """One column as Arrow. Timestamps through the C helper where it is compiled (and
-    the values are UTC datetimes or None): pyarrow calls utcoffset() on each."""
-    packed = arrowcols.micros(values) if kind == TIMESTAMP and arrowcols is not None else None
-    if packed is None:
-        return pa.array(values, kind)
-    data, validity, nulls = packed
-    buffers = [pa.py_buffer(validity) if validity is not None else None, pa.py_buffer(data)]
-    return pa.Array.from_buffers(kind, len(values), buffers, null_count=nulls)
+    """One column as Arrow: through the C helpers where they are compiled and apply
+    (timestamps: UTC datetimes or None, pyarrow calls utcoffset() on each; strings: str
+    or None, copied as they are), else by pyarrow."""
+    if arrowcols is not None and isinstance(values, list):
+        if kind == TIMESTAMP:
+            packed = arrowcols.micros(values)
+            if packed is not None:
+                data, bitmap, nulls = packed
+                validity = pa.py_buffer(bitmap) if bitmap is not None else None
+                return pa.Array.from_buffers(
+                    kind, len(values), [validity, pa.py_buffer(data)], null_count=nulls
+                )
+        elif kind == pa.string():
+            # Buffers from Arrow's memory pool, which keeps freed memory for the next
+            # batch: bytes objects come and go through malloc, fresh from the OS each time.
+            texts = arrowcols.strings(values, pa.allocate_buffer)
+            if texts is not None:
+                offsets, data, validity, nulls = texts
+                return pa.Array.from_buffers(
+                    kind, len(values), [validity, offsets, data], null_count=nulls
+                )
+    return pa.array(values, kind)
 
 
 def _transposed(rows: Sequence[tuple[Any, ...]], width: int) -> Sequence[Sequence[Any]]:

@@ -71,3 +71,26 @@ def test_a_datetime_subclass_is_left_to_pyarrow() -> None:
     require(arrowcols is not None, "the C column helper (pip install -e . with a C compiler)")
     assert arrowcols.micros([value]) is None
     assert _column([value], TIMESTAMP).equals(pa.array([value], TIMESTAMP))
+
+
+@given(st.lists(st.none() | st.text(), max_size=40))
+def test_strings_and_nulls_convert_as_pyarrow_converts_them(values: list[str | None]) -> None:
+    require(arrowcols is not None, "the C column helper (pip install -e . with a C compiler)")
+    assert arrowcols.strings(values, pa.allocate_buffer) is not None
+    column = _column(values, pa.string())
+    column.validate(full=True)
+    assert column.equals(pa.array(values, pa.string()))
+    assert column.to_pylist() == values
+
+
+def test_strings_it_cannot_copy_are_left_to_pyarrow() -> None:
+    require(arrowcols is not None, "the C column helper (pip install -e . with a C compiler)")
+
+    class Name(str):
+        pass
+
+    for other in (["a", 1], ["a", b"b"], ["\ud800"], [Name("a")]):
+        assert arrowcols.strings(other, pa.allocate_buffer) is None
+    assert _column(["a", Name("b")], pa.string()).to_pylist() == ["a", "b"]
+    with pytest.raises(pa.ArrowTypeError):  # pyarrow's own error, as without the helper
+        _column(["a", 1], pa.string())
