@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_scheduler import Network
-from benchmarks.machine import RESULTS, load, log, machine, process_cpu
+from benchmarks.machine import RESULTS, load, log, machine, minor_faults, process_cpu
 from bsky_backfill.config import load_config
 from bsky_backfill.core.job import run_job
 from bsky_backfill.fakenet.population import PopulationSpec, account_seed
 from bsky_backfill.observability.logs import configure_logging
 from bsky_backfill.process import tune_process
 
-TARGET_PER_CORE = 100_000  # records/s per core of engine CPU (the issue; DESIGN.md: 150k)
+TARGET_PER_CORE = 150_000  # records/s per core of engine CPU: DESIGN.md's table (the issue: 100k)
 UNLIMITED = {  # per host: far above anything two cores can fetch
     "global_limit": 10_000_000,
     "global_window_s": 60.0,
@@ -125,6 +125,7 @@ class EngineResult:
     met: bool
     counts: dict[str, int]
     load_after: str
+    minor_faults: int = 0
 
 
 @contextlib.contextmanager
@@ -175,12 +176,12 @@ def run_engine(
     configure_logging(config.monitoring.log_level)  # as `bsky-backfill run` does
     tune_process()
     fakenet_cpu = network.cpu_seconds()
-    cpu = process_cpu()
+    cpu, faults = process_cpu(), minor_faults()
     started = time.monotonic()
     with profiled(profile):
         outcome = asyncio.run(run_job(config, config_path.read_text()))
     wall = time.monotonic() - started
-    cpu = process_cpu() - cpu
+    cpu, faults = process_cpu() - cpu, minor_faults() - faults
     fakenet_cpu = network.cpu_seconds() - fakenet_cpu
     records = outcome.records
     repos = outcome.counts.get("complete", 0)
@@ -201,6 +202,7 @@ def run_engine(
         met=per_core >= TARGET_PER_CORE,
         counts=outcome.counts,
         load_after=load(),
+        minor_faults=faults,
     )
 
 

@@ -47,5 +47,11 @@ def process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def minor_faults() -> int:
+    """Page faults of this process served without I/O: mostly fresh memory the kernel
+    zeroed, a cost of handing memory back to the OS and taking it again."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
