@@ -137,7 +137,7 @@ class RateLimited(RetryableError):
         remaining: int | None = None,
         reset_at: float | None = None,
         **context: str | None,
-    ):
+    ) -> None:
         super().__init__(message, retry_after=retry_after, **context)
         self.remaining = remaining
         self.reset_at = reset_at

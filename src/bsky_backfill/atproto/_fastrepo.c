@@ -127,7 +127,6 @@ read_uvarint(const uint8_t *b, Py_ssize_t end, Py_ssize_t *pos, uint64_t *out)
  * the CID's digest (random for real blocks); a CAR whose CIDs crowd one neighbourhood
  * (possible only with forged CIDs) is left to the Python scan's dict. */
 #define PROBE_MAX 64
-#define PREFETCH_AHEAD 2048
 
 typedef struct {
     const uint8_t *data;
@@ -204,6 +203,8 @@ frame(const uint8_t *b, Py_ssize_t end, Py_ssize_t *pos, Py_ssize_t max_block, P
     return 1;
 }
 
+#define PREFETCH_AHEAD 2048 /* bytes of the CAR the frame scan asks for ahead of it */
+
 PyDoc_STRVAR(scan_doc,
 "scan(data, pos, max_block) -> (table, blocks, frames) | None\n\n"
 "Index the frames of a CAR held in memory from ``pos`` (just past the header): the block\n"
@@ -246,7 +247,7 @@ scan(PyObject *module, PyObject *args)
     Py_ssize_t blocks = 0;
     for (pos = start; pos < end;) {
         Py_ssize_t frame_end = pos;
-        frame(b, end, &frame_end, max_block, &cid_at);
+        (void)frame(b, end, &frame_end, max_block, &cid_at); /* checked by the first pass */
         const uint8_t *cid = b + cid_at;
         uint64_t packed = ((uint64_t)(cid_at + CID_LEN) << OFFSET_SHIFT) |
                           (uint64_t)(frame_end - cid_at - CID_LEN);

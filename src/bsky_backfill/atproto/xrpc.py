@@ -383,7 +383,7 @@ class _Spool:
         """The body: its bytes, or the closed spool file."""
         if self._file is None or self._path is None:
             body = b"".join(self._chunks)
-            self._chunks = []
+            self._chunks, self._held = [], 0
             return body
         await self._flush(self._file)
         await asyncio.to_thread(self._file.close)

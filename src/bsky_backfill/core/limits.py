@@ -7,11 +7,11 @@ A :class:`HostLimiter` hands out request slots for one PDS host:
   known it spreads the remaining quota evenly over the time left in the window, so it
   neither stalls early nor runs out before the reset;
 - on 429 it pauses this host (only) until ``Retry-After`` / the reset, or for an
-  exponential backoff when the host says nothing, and halves its own rate when the
-  host says nothing;
-- a host whose headers claimed room when it refused advertises more than it allows: from
-  then on it is paced at the share of its advertised quota it had accepted (once per
-  window; trust comes back after clean windows, but not past that share).
+  exponential backoff and at half its own rate when the host sends no headers at all;
+- a host that refuses while its headers claim room advertises more than it allows: it is
+  believed less (once per window), and when the refusal's own headers claim that room it
+  is paced at the share of its advertised quota it had accepted, a ceiling that clean
+  windows do not lift until the host advertises another limit.
 
 The limiter decides what the host's answers imply (rate, pause, trust); a :class:`Pace`
 keeps the timing state those decisions act on. :class:`LocalPace` keeps it in this
@@ -40,6 +40,8 @@ _MIN_BACKOFF: Final = 1.0
 # RateLimit-Reset is whole seconds: wait a little past it, or the first request of the
 # "next" window can land in the old one and draw a 429.
 _RESET_SLACK: Final = 0.5
+# Resets this close name the same window (whole-second headers, answers in flight).
+_SAME_WINDOW: Final = 1.0
 _MAX_BACKOFF: Final = 300.0
 
 
@@ -264,20 +266,23 @@ class HostLimiter:
     def observe(self, info: RateLimitInfo) -> None:
         """Adapt the pace to a successful answer's rate-limit headers."""
         self._backoff = _MIN_BACKOFF
+        if self._stale(info.reset_at):  # sent in a window already over: it says nothing now
+            return
         if info.policy_limit is not None and info.policy_window:
             self._policy_rate = info.policy_limit / info.policy_window
-        limit = info.limit if info.limit is not None else info.policy_limit
-        if limit is not None and limit != self._limit:
-            self._limit, self._ceiling = limit, 1.0  # a new advertised limit: judge it anew
+        announced = info.limit if info.limit is not None else info.policy_limit
+        if announced is not None and announced != self._limit:
+            # Another limit (or another bucket's): judge it anew.
+            self._limit, self._ceiling, self._used = announced, 1.0, 0
         if info.remaining is not None and info.reset_at is not None:
             self._new_window(info.reset_at)
             left = info.reset_at - self._wall()
-            if limit is not None:  # answers may arrive out of order: keep the highest count
-                self._used = max(self._used, limit - info.remaining)
             # What the host really has left: its advertised remaining, less the part of
-            # the advertised quota we do not believe (all of it remaining, if no limit is
+            # the advertised quota not believed (all of it remaining, if no limit is
             # known), less the requests in flight (sent, maybe not yet counted).
+            limit = self._limit
             if limit is not None:
+                self._used = max(self._used, limit - info.remaining)
                 believed = info.remaining - (1 - self._trust) * limit
             else:
                 believed = self._trust * info.remaining
@@ -294,11 +299,17 @@ class HostLimiter:
         elif self.rate < self._base_rate:
             self._set_rate(self.rate * 1.05)  # additive recovery after a 429 without headers
 
+    def _stale(self, reset_at: float | None) -> bool:
+        """Whether headers with this reset come from a window before the current one (an
+        answer that took long to arrive)."""
+        last = self._last_reset
+        return reset_at is not None and last is not None and reset_at < last - _SAME_WINDOW
+
     def _new_window(self, reset_at: float) -> None:
         """On a host's new rate-limit window, win back some trust if the last one passed
         without a 429 (one refusal must not slow a host for the rest of the job), but
         not past the share of its quota the host has been seen to accept."""
-        if self._last_reset is not None and reset_at > self._last_reset + 0.5:
+        if self._last_reset is not None and reset_at > self._last_reset + _SAME_WINDOW:
             if not self._limited_in_window:
                 self._trust = min(self._ceiling, self._trust / 0.8)
             self._limited_in_window = False
@@ -315,8 +326,6 @@ class HostLimiter:
         host refused while claiming room (``remaining`` / ``reset_at``: the refusal's own
         headers, else its last answer's), it overstates its limit: trust it less."""
         self.rate_limited_count += 1
-        first_in_window = not self._limited_in_window
-        self._limited_in_window = True
         if retry_after is not None and retry_after > 0:
             delay = min(retry_after + _RESET_SLACK, _MAX_BACKOFF)
         else:
@@ -326,30 +335,26 @@ class HostLimiter:
         if self._room is None and remaining is None:  # no headers at all: halve our pace
             self._base_rate = max(self._base_rate * 0.5, self.options.min_rate)
             self._set_rate(min(self.rate, self._base_rate))
-        elif first_in_window and self._claims_room(remaining, reset_at):
-            self._distrust()
+            return
+        if self._stale(reset_at):  # a refusal from a window already over
+            return
+        first_in_window = not self._limited_in_window
+        self._limited_in_window = True
+        if not first_in_window:  # the refusals of one window (requests in flight) count once
+            return
+        if remaining is not None:
+            if remaining > 1:  # its own headers claim room: measure what it accepted
+                self._distrust(measured=True)
+        elif self._room is not None and self._room > 1:  # the last answer claimed room
+            self._distrust(measured=False)
 
-    def _claims_room(self, remaining: int | None, reset_at: float | None) -> bool:
-        """Whether a refusal came while the host claimed room in this window: its own
-        headers say so (a refusal from an earlier window says nothing), else the last
-        answer's did."""
-        if remaining is None:
-            return self._room is not None and self._room > 1
-        window = self._window_reset
-        if reset_at is not None and window is not None and abs(reset_at - window) > 1.0:
-            return False
-        if self._limit is not None:
-            self._used = max(self._used, self._limit - remaining)
-        return remaining > 1
-
-    def _distrust(self) -> None:
-        """Believe only the share of the advertised quota the host counted in this window
-        when it refused (when its limit is known), and never more than 70 % of what was
-        believed: the refusals of one window (several requests may be in flight) count
-        once."""
+    def _distrust(self, *, measured: bool) -> None:
+        """Believe 30 % less of the host's headers; ``measured`` (the refusal's own headers
+        claimed room): believe no more than the share of its advertised quota it had
+        counted in this window's answers, now and after clean windows."""
         share = self._trust * 0.7
-        if self._limit:
-            accepted = self._used / self._limit
+        if measured and self._limit:
+            accepted = min(self._used / self._limit, 1.0)
             self._ceiling = max(accepted, 0.05)
             share = min(share, accepted)
         self._trust = max(share, 0.05)

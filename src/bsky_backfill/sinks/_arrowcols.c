@@ -1,5 +1,5 @@
 /* The Parquet sink's hot path: rows to columns, and columns of str or aware UTC
- * datetimes to Arrow buffers.
+ * datetimes to Arrow buffers (in this machine's byte order, as Arrow's in memory are).
  *
  * columns(): ``zip(*rows)`` visits every row once per column; this visits each once.
  * strings(): a str's UTF-8 copied as it is (pyarrow's converter spends ~30 ns a value).
@@ -30,8 +30,8 @@ days_from_civil(int64_t y, int m, int d)
 PyDoc_STRVAR(micros_doc,
 "micros(values) -> (data, validity, null_count) | None\n\n"
 "``values`` (a tuple or list of aware UTC datetimes and None) as Arrow buffers: int64\n"
-"microseconds since the epoch (little-endian), and a validity bitmap (None when no\n"
-"value is None). None for any other value.");
+"microseconds since the epoch (in this machine's byte order, as Arrow's own buffers\n"
+"are), and a validity bitmap (None when no value is None). None for any other value.");
 
 static PyObject *
 micros(PyObject *module, PyObject *values)
@@ -175,29 +175,37 @@ allocated(PyObject *allocate, Py_ssize_t n, Py_buffer *view, int zeroed)
 static PyObject *
 strings(PyObject *module, PyObject *args)
 {
-    PyObject *values, *allocate;
-    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &values, &allocate))
+    PyObject *list, *allocate;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &list, &allocate))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(values), total = 0, nulls = 0, len;
+    /* A tuple of the values: allocate() runs Python code, which could change the list. */
+    PyObject *values = PyList_AsTuple(list);
+    if (values == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(values), total = 0, nulls = 0, len;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyList_GET_ITEM(values, i);
+        PyObject *v = PyTuple_GET_ITEM(values, i);
         if (v == Py_None) {
             nulls++;
             continue;
         }
-        if (!PyUnicode_CheckExact(v) || utf8_of(v, &len) == NULL || len > INT32_MAX - total)
-            Py_RETURN_NONE;
+        if (!PyUnicode_CheckExact(v) || utf8_of(v, &len) == NULL || len > INT32_MAX - total) {
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
         total += len;
     }
     Py_buffer at_view, data_view, bits_view;
     PyObject *offsets = allocated(allocate, (n + 1) * 4, &at_view, 0);
     if (offsets == NULL)
-        return NULL;
+        goto done;
     PyObject *data = allocated(allocate, total, &data_view, 0);
     if (data == NULL) {
         PyBuffer_Release(&at_view);
         Py_DECREF(offsets);
-        return NULL;
+        goto done;
     }
     PyObject *validity = Py_None;
     if (nulls > 0 && (validity = allocated(allocate, (n + 7) / 8, &bits_view, 1)) == NULL) {
@@ -205,14 +213,14 @@ strings(PyObject *module, PyObject *args)
         PyBuffer_Release(&data_view);
         Py_DECREF(offsets);
         Py_DECREF(data);
-        return NULL;
+        goto done;
     }
     char *out = data_view.buf;
     int32_t *at = at_view.buf;
     uint8_t *bits = nulls > 0 ? bits_view.buf : NULL;
     int32_t pos = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyList_GET_ITEM(values, i);
+        PyObject *v = PyTuple_GET_ITEM(values, i);
         memcpy(at + i, &pos, 4);
         if (v == Py_None)
             continue;
@@ -229,7 +237,10 @@ strings(PyObject *module, PyObject *args)
         PyBuffer_Release(&bits_view);
     else
         Py_INCREF(Py_None);
-    return Py_BuildValue("(NNNn)", offsets, data, validity, nulls);
+    result = Py_BuildValue("(NNNn)", offsets, data, validity, nulls);
+done:
+    Py_DECREF(values);
+    return result;
 }
 
 static PyMethodDef methods[] = {

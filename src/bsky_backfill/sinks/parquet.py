@@ -16,7 +16,6 @@ as a categorical). A single file read alone has no ``collection``: its directory
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -48,8 +47,6 @@ __all__ = [
 try:
     from bsky_backfill.sinks import _arrowcols as arrowcols
 except ImportError:  # not compiled here (optional): Python and pyarrow do its work
-    arrowcols = None  # type: ignore[assignment]
-if sys.byteorder != "little":  # its buffers are in this machine's order; Arrow's is little
     arrowcols = None  # type: ignore[assignment]
 
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")

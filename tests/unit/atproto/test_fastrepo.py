@@ -7,6 +7,7 @@ records, the subset taken natively, and every input outside it handed over.
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC
 from typing import Any
 
@@ -97,7 +98,7 @@ def convert(block: bytes, *, index_cid: bytes | None = None) -> RecordParts:
     cid = cid_for_dag_cbor(block)
     store = MemoryCar(car_of([(index_cid or cid, block)]))
     assert store.table is not None
-    records = len(KEY_BYTES).to_bytes(2, "little") + KEY_BYTES + cid
+    records = len(KEY_BYTES).to_bytes(2, sys.byteorder) + KEY_BYTES + cid
     rows, end = native.rows(RecordParts, store.data, store.table, DID, records, 0, 1, True)
     assert len(rows) == 1
     assert end == len(records)
@@ -348,7 +349,7 @@ def test_records_of_collections_alike_in_length_get_each_their_own_name() -> Non
     store = MemoryCar(car_of([(cid, block)]))
     assert store.table is not None
     keys = ["Ã©/x".encode(), "é/x".encode()]  # one str length apart, not in bytes
-    records = b"".join(len(k).to_bytes(2, "little") + k + cid for k in keys)
+    records = b"".join(len(k).to_bytes(2, sys.byteorder) + k + cid for k in keys)
     rows, _ = native.rows(RecordParts, store.data, store.table, DID, records, 0, 9, False)
     assert [r.collection for r in rows] == ["Ã©", "é"]
 

@@ -74,8 +74,8 @@ async def test_headers_spread_the_remaining_quota_over_the_window() -> None:
     lim = limiter(t, rate=1, max_rate=1000, max_in_flight=1)
     lim.observe(RateLimitInfo(limit=3000, remaining=3000, reset_at=WALL0 + 300))
     assert lim.rate == pytest.approx(10.0)
-    lim.observe(RateLimitInfo(limit=3000, remaining=100, reset_at=WALL0 + 100))
-    assert lim.rate == pytest.approx(1.0)
+    lim.observe(RateLimitInfo(limit=3000, remaining=150, reset_at=WALL0 + 300))
+    assert lim.rate == pytest.approx(0.5)
 
 
 async def test_a_spent_quota_pauses_until_the_reset() -> None:
@@ -234,11 +234,44 @@ async def test_a_refusal_claiming_no_room_or_from_an_earlier_window_is_no_lie() 
     assert lim.rate == pytest.approx(100 / 60)  # believed in full
 
 
+async def test_a_refusal_without_headers_costs_trust_for_a_while_only() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_rate=1000)
+    lim.observe(RateLimitInfo(limit=3000, remaining=2990, reset_at=WALL0 + 300))
+    lim.rate_limited(retry_after=None)  # a proxy's refusal, say: no headers to measure by
+    for window in range(2, 6):  # the next window, then clean ones
+        lim.observe(RateLimitInfo(limit=3000, remaining=3000, reset_at=WALL0 + 300 * window))
+    assert lim.rate == pytest.approx(3000 / 1500)  # believed in full again
+
+
+async def test_late_answers_from_an_earlier_window_change_nothing() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_rate=1000)
+    lim.observe(RateLimitInfo(limit=100, remaining=90, reset_at=WALL0 + 20))  # this window
+    lim.observe(RateLimitInfo(limit=100, remaining=1, reset_at=WALL0 + 10))  # a late one
+    lim.rate_limited(retry_after=1, remaining=0, reset_at=WALL0 + 10)  # and its refusal
+    assert lim.rate == pytest.approx(90 / 20)
+    lim.rate_limited(retry_after=1, remaining=80, reset_at=WALL0 + 20)  # a lie, this window
+    lim.observe(RateLimitInfo(limit=100, remaining=100, reset_at=WALL0 + 40))
+    assert lim.rate == pytest.approx(10 / 40)  # the 10 it had counted, of 100 advertised
+
+
+async def test_what_a_host_counted_under_another_limit_is_not_carried_over() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_rate=1000)
+    lim.observe(RateLimitInfo(limit=6000, remaining=1000, reset_at=WALL0 + 10))  # 5,000 used
+    lim.observe(RateLimitInfo(limit=80, remaining=60, reset_at=WALL0 + 10))  # another bucket
+    lim.rate_limited(retry_after=1, remaining=60, reset_at=WALL0 + 10)
+    for window in range(2, 10):
+        lim.observe(RateLimitInfo(limit=80, remaining=80, reset_at=WALL0 + 10 * window))
+    assert lim.rate == pytest.approx(20 / 90)  # the 20 of 80 it had counted, never more
+
+
 async def test_a_new_advertised_limit_is_believed_again() -> None:
     t = FakeTime()
     lim = limiter(t, rate=1, max_rate=1000)
-    lim.observe(RateLimitInfo(limit=100, remaining=50, reset_at=t.wall() + 10))
-    lim.rate_limited(retry_after=10)  # refused with half the advertised quota "left"
+    lim.observe(RateLimitInfo(limit=100, remaining=50, reset_at=WALL0 + 10))
+    lim.rate_limited(retry_after=10, remaining=50, reset_at=WALL0 + 10)  # refused, "50 left"
     lim.observe(RateLimitInfo(limit=100, remaining=100, reset_at=WALL0 + 30))
     assert lim.rate == pytest.approx(50 / 30)  # half of the advertised 100, over 30 s
     lim.observe(RateLimitInfo(limit=100, remaining=100, reset_at=WALL0 + 60))
