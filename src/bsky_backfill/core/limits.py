@@ -344,20 +344,25 @@ class HostLimiter:
             return
         if remaining is not None:
             if remaining > 1:  # its own headers claim room: measure what it accepted
+                if self._limit is not None:
+                    # Its count at the refusal, less the refused request (which a host
+                    # may count): answers still in flight may have been accepted too.
+                    self._used = max(self._used, self._limit - remaining - 1)
                 self._distrust(measured=True)
         elif self._room is not None and self._room > 1:  # the last answer claimed room
             self._distrust(measured=False)
 
     def _distrust(self, *, measured: bool) -> None:
-        """Believe 30 % less of the host's headers; ``measured`` (the refusal's own headers
-        claimed room): believe no more than the share of its advertised quota it had
-        counted in this window's answers, now and after clean windows."""
-        share = self._trust * 0.7
+        """Believe the host's headers less: ``measured`` (the refusal's own headers claimed
+        room), no more than the share of its advertised quota it had accepted in this
+        window, now and after clean windows (a measure, so a later refusal at the same
+        count costs nothing more); else 30 % less, for a while."""
         if measured and self._limit:
             accepted = min(self._used / self._limit, 1.0)
             self._ceiling = max(accepted, 0.05)
-            share = min(share, accepted)
-        self._trust = max(share, 0.05)
+            self._trust = max(min(self._trust, accepted), 0.05)
+        else:
+            self._trust = max(self._trust * 0.7, 0.05)
         self._set_rate(self.rate * 0.7)
 
     def _pause(self, seconds: float) -> None:

@@ -253,7 +253,7 @@ async def test_late_answers_from_an_earlier_window_change_nothing() -> None:
     assert lim.rate == pytest.approx(90 / 20)
     lim.rate_limited(retry_after=1, remaining=80, reset_at=WALL0 + 20)  # a lie, this window
     lim.observe(RateLimitInfo(limit=100, remaining=100, reset_at=WALL0 + 40))
-    assert lim.rate == pytest.approx(10 / 40)  # the 10 it had counted, of 100 advertised
+    assert lim.rate == pytest.approx(19 / 40)  # 20 counted at the refusal, less the refusal
 
 
 async def test_what_a_host_counted_under_another_limit_is_not_carried_over() -> None:
@@ -265,6 +265,16 @@ async def test_what_a_host_counted_under_another_limit_is_not_carried_over() -> 
     for window in range(2, 10):
         lim.observe(RateLimitInfo(limit=80, remaining=80, reset_at=WALL0 + 10 * window))
     assert lim.rate == pytest.approx(20 / 90)  # the 20 of 80 it had counted, never more
+
+
+async def test_a_liar_refusing_again_at_the_count_measured_is_not_slowed_further() -> None:
+    t = FakeTime()
+    lim = limiter(t, rate=1, max_rate=1000)
+    for window in (1, 2):  # refused at 50 of an advertised 100, in two windows
+        lim.observe(RateLimitInfo(limit=100, remaining=51, reset_at=WALL0 + 10 * window))
+        lim.rate_limited(retry_after=1, remaining=50, reset_at=WALL0 + 10 * window)
+    lim.observe(RateLimitInfo(limit=100, remaining=100, reset_at=WALL0 + 30))
+    assert lim.rate == pytest.approx(49 / 30)  # 49 of 100 believed, not 70 % of that
 
 
 async def test_a_new_advertised_limit_is_believed_again() -> None:
