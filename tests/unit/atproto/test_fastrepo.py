@@ -7,9 +7,10 @@ records, the subset taken natively, and every input outside it handed over.
 
 from __future__ import annotations
 
+import gc
 import sys
-from datetime import UTC
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import cbrrr
 import pytest
@@ -360,3 +361,41 @@ def test_ranges_that_are_not_pairs_are_a_type_error() -> None:
     assert store.table is not None
     with pytest.raises(TypeError, match="ranges"):
         native.walk(store.data, store.table, store.roots[0], True, True, [[b"a", b"b"]])
+
+
+class _Pair(NamedTuple):
+    left: object
+    right: object
+
+
+class _Open(tuple):
+    pass
+
+
+def test_row_makes_the_tuple_type_and_leaves_it_out_of_the_gc_when_it_holds_no_container() -> None:
+    native = compiled()
+    moment = datetime(2025, 1, 2, tzinfo=UTC)
+    row = native.row(_Pair, "a", moment)
+    assert type(row) is _Pair
+    assert row == _Pair("a", moment)
+    assert not gc.is_tracked(row)
+    holding = native.row(_Pair, "a", ["a list"])
+    assert holding == _Pair("a", ["a list"])
+    assert gc.is_tracked(holding)
+    assert gc.is_tracked(native.row(_Open, "a", "b"))  # a __dict__ could hold anything
+    assert native.row(_Pair) == ()
+    assert native.row(tuple, 1) == (1,)
+
+
+@pytest.mark.parametrize("args", [(), (list, 1), ("not a type", 1), (int, 1)])
+def test_row_wants_a_tuple_type_first(args: tuple[Any, ...]) -> None:
+    with pytest.raises(TypeError, match="tuple type"):
+        compiled().row(*args)
+
+
+def test_record_parts_from_c_are_left_out_of_the_gc() -> None:
+    compiled()
+    with read_repo(make_repo(20).car, verify="hashes") as repo:
+        parts = list(repo.record_parts())
+    assert len(parts) == 20
+    assert not any(gc.is_tracked(p) for p in parts)

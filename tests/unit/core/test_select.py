@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime
 
@@ -9,9 +10,16 @@ import pytest
 from bsky_backfill.atproto.repo import Repo, read_repo
 from bsky_backfill.atproto.syntax import datetime_to_tid
 from bsky_backfill.core.models import RecordRow
-from bsky_backfill.core.select import Selection, SelectionCounts, iter_rows, record_moment
+from bsky_backfill.core.select import (
+    Selection,
+    SelectionCounts,
+    _tuple_row,
+    iter_rows,
+    record_moment,
+)
 from bsky_backfill.errors import MalformedBlock
 from bsky_backfill.fakenet.repo_writer import build_repo
+from tests.support.native import compiled
 from tests.support.repos import DID, KEY
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
@@ -118,6 +126,22 @@ def test_a_record_listed_by_its_own_uri_is_kept() -> None:
     own = f"at://{DID}/app.bsky.graph.follow/{TID_JAN}"
     rows, _ = rows_for(Selection(subject_uris=frozenset({own})))
     assert [r.uri for r in rows] == [own]
+
+
+def test_rows_are_left_out_of_the_cyclic_gc() -> None:
+    compiled()
+    rows, _ = rows_for(Selection())
+    # Rows hold only strings, datetimes and None: tracked, each collection of an older
+    # generation would walk every field of every row a batch holds.
+    assert rows
+    assert not any(gc.is_tracked(r) for r in rows)
+
+
+def test_rows_made_without_the_c_module_are_the_same() -> None:
+    rows, _ = rows_for(Selection())
+    again = [_tuple_row(RecordRow, *r) for r in rows]
+    assert again == rows
+    assert all(type(r) is RecordRow for r in again)
 
 
 def test_rows_carry_repo_and_job_fields() -> None:
