@@ -30,7 +30,7 @@ def summarize(config: BackfillConfig) -> list[str]:
         ("filter", f"URIs in {subject['column']} of {subject['path']}" if subject else "none"),
         (
             "processing",
-            f"{processing['batch_size']} DIDs per batch, {processing['max_concurrent_pds']} "
+            f"up to {processing['batch_size']} DIDs per batch, {processing['max_concurrent_pds']} "
             f"hosts at once, {processing['requests_per_second']} requests/s per host, "
             f"{processing['max_retries']} retries",
         ),

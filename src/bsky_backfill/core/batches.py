@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Final
 
 import structlog
 
@@ -18,9 +19,14 @@ from bsky_backfill.observability.metrics import JobMetrics
 from bsky_backfill.sinks.base import AsyncSink
 from bsky_backfill.state.protocol import JobStore
 
-__all__ = ["BatchWriter"]
+__all__ = ["BATCH_ROWS", "BatchWriter"]
 
 logger = structlog.get_logger(__name__)
+
+BATCH_ROWS: Final = 100_000
+"""Rows held in memory that make a batch full before ``batch_size`` DIDs do. A batch's rows
+wait in memory (~1 KB each as Python objects) until it is written, and the next batch's
+gather meanwhile: by DIDs alone, 100 accounts of 15k records each would hold 1.5M rows."""
 
 
 @dataclass(slots=True)
@@ -43,10 +49,14 @@ class BatchWriter:
         job_id: str,
         worker_id: str,
         batch_size: int,
+        batch_rows: int = BATCH_ROWS,
         publish: bool = True,
         metrics: JobMetrics | None = None,
     ) -> None:
-        """``publish=False``: stop after the commit (step 3); a single publisher elsewhere
+        """A batch is written once ``batch_size`` DIDs or ``batch_rows`` rows held in
+        memory (a huge repo's spilled rows do not count) are waiting.
+
+        ``publish=False``: stop after the commit (step 3); a single publisher elsewhere
         publishes committed batches (:meth:`publish_committed`). ``metrics``: where each
         batch's write time and records go."""
         self.store = store
@@ -54,10 +64,12 @@ class BatchWriter:
         self.job_id = job_id
         self.worker_id = worker_id
         self.batch_size = batch_size
+        self.batch_rows = batch_rows
         self.publish = publish
         self.batches = 0
         self.metrics = metrics if metrics is not None else JobMetrics(job_id)
         self._pending: list[_Pending] = []
+        self._rows = 0
         self._lock = asyncio.Lock()
 
     async def recover(self) -> None:
@@ -74,17 +86,19 @@ class BatchWriter:
             await self.store.mark_published(self.job_id, batch_id)
 
     async def add(self, result: RepoResult, *, superseded: str | None = None) -> None:
-        """Queue one DID's result; writes a batch when ``batch_size`` are waiting."""
+        """Queue one DID's result; writes a batch when it is full (see ``__init__``)."""
         self._pending.append(_Pending(result, superseded))
+        if isinstance(result.records, tuple):
+            self._rows += len(result.records)
         self.metrics.queue_depth("results", len(self._pending))
-        if len(self._pending) >= self.batch_size:
+        if len(self._pending) >= self.batch_size or self._rows >= self.batch_rows:
             await self.flush()
 
     async def flush(self) -> None:
         """Write whatever is waiting, as one batch. Raises what the store or sink raise
         (the results stay claimed in the store, so a restart redoes them)."""
         async with self._lock:
-            pending, self._pending = self._pending, []
+            pending, self._pending, self._rows = self._pending, [], 0
             self.metrics.queue_depth("results", 0)
             if pending:
                 await finish_before_cancel(self._write(pending))

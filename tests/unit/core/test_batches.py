@@ -11,6 +11,7 @@ import pytest
 
 from bsky_backfill.core.batches import BatchWriter
 from bsky_backfill.core.models import DidState, RecordRow, RepoResult, RepoRow
+from bsky_backfill.core.spill import SpilledRows
 from bsky_backfill.observability.metrics import JobMetrics, exposition
 from bsky_backfill.sinks import AsyncSink, ParquetSink
 from bsky_backfill.state import SqlJobStore
@@ -20,12 +21,13 @@ NOW = datetime(2025, 1, 2, tzinfo=UTC)
 DIDS = [f"did:plc:{n:024d}" for n in range(4)]
 
 
-def result(did: str) -> RepoResult:
-    record = RecordRow(
+def record(did: str, n: int = 0) -> RecordRow:
+    rkey = f"3laaaaaaaaa{n:02d}"
+    return RecordRow(
         did=did,
         collection="app.bsky.feed.post",
-        rkey="3laaaaaaaaa22",
-        uri=f"at://{did}/app.bsky.feed.post/3laaaaaaaaa22",
+        rkey=rkey,
+        uri=f"at://{did}/app.bsky.feed.post/{rkey}",
         cid="bafyreiaaaa",
         created_at=NOW,
         record="{}",
@@ -35,14 +37,44 @@ def result(did: str) -> RepoResult:
         job_id="j",
         fetched_at=NOW,
     )
+
+
+def result(did: str, rows: int = 1, *, spilled: bool = False) -> RepoResult:
+    records = tuple(record(did, n) for n in range(rows))
     row = RepoRow(
         did=did,
         status=DidState.COMPLETE,
-        records=1,
-        records_by_collection={"app.bsky.feed.post": 1},
+        records=rows,
+        records_by_collection={"app.bsky.feed.post": rows},
         fetched_at=NOW,
     )
-    return RepoResult(row, (record,))
+    if not spilled:
+        return RepoResult(row, records)
+    on_disk = SpilledRows()
+    on_disk.append(records)
+    return RepoResult(row, on_disk)
+
+
+async def test_a_batch_is_written_once_its_rows_in_memory_reach_batch_rows(
+    tmp_path: Path,
+) -> None:
+    store = await SqlJobStore.open(tmp_path / "state.db")
+    try:
+        await store.create_job("j", "j", "", "h")
+        await store.add_dids("j", DIDS)
+        await store.claim("j", len(DIDS), worker_id="w")
+        sink = AsyncSink(ParquetSink(tmp_path / "out"))
+        writer = BatchWriter(store, sink, job_id="j", worker_id="w", batch_size=100, batch_rows=5)
+        await writer.add(result(DIDS[0], 3))
+        await writer.add(result(DIDS[1], 50, spilled=True))  # on disk: not counted
+        assert writer.batches == 0
+        await writer.add(result(DIDS[2], 2))  # 3 + 2 rows in memory: full
+        assert writer.batches == 1
+        assert (await store.counts("j"))[DidState.COMPLETE] == 3
+        await writer.add(result(DIDS[3], 4))  # counting starts again with the next batch
+        assert writer.batches == 1
+    finally:
+        await store.aclose()
 
 
 @pytest.mark.parametrize("delay_ms", range(0, 60, 3))
