@@ -4,6 +4,8 @@ end stops the periodic flusher that way) still leaves it published, marked and c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,14 +57,23 @@ def result(did: str, rows: int = 1, *, spilled: bool = False) -> RepoResult:
     return RepoResult(row, on_disk)
 
 
-async def test_a_batch_is_written_once_its_rows_in_memory_reach_batch_rows(
-    tmp_path: Path,
-) -> None:
+@asynccontextmanager
+async def claimed(tmp_path: Path) -> AsyncIterator[SqlJobStore]:
+    """A job store with ``DIDS`` claimed by worker ``w`` of job ``j``."""
     store = await SqlJobStore.open(tmp_path / "state.db")
     try:
         await store.create_job("j", "j", "", "h")
         await store.add_dids("j", DIDS)
         await store.claim("j", len(DIDS), worker_id="w")
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def test_a_batch_is_written_once_its_rows_in_memory_reach_batch_rows(
+    tmp_path: Path,
+) -> None:
+    async with claimed(tmp_path) as store:
         sink = AsyncSink(ParquetSink(tmp_path / "out"))
         writer = BatchWriter(store, sink, job_id="j", worker_id="w", batch_size=100, batch_rows=5)
         await writer.add(result(DIDS[0], 3))
@@ -73,19 +84,13 @@ async def test_a_batch_is_written_once_its_rows_in_memory_reach_batch_rows(
         assert (await store.counts("j"))[DidState.COMPLETE] == 3
         await writer.add(result(DIDS[3], 4))  # counting starts again with the next batch
         assert writer.batches == 1
-    finally:
-        await store.aclose()
 
 
 @pytest.mark.parametrize("delay_ms", range(0, 60, 3))
 async def test_a_flush_cancelled_at_any_point_still_writes_its_batch_whole(
     tmp_path: Path, delay_ms: int
 ) -> None:
-    store = await SqlJobStore.open(tmp_path / "state.db")
-    try:
-        await store.create_job("j", "j", "", "h")
-        await store.add_dids("j", DIDS)
-        await store.claim("j", len(DIDS), worker_id="w")
+    async with claimed(tmp_path) as store:
         metrics = JobMetrics("j")
         sink = AsyncSink(ParquetSink(tmp_path / "out"))
         writer = BatchWriter(
@@ -101,5 +106,3 @@ async def test_a_flush_cancelled_at_any_point_still_writes_its_batch_whole(
             assert await store.unpublished("j") == []
             scrape = parse(exposition([metrics.registry]).decode())
             assert scrape.total("bsky_backfill_records_written_total") == len(DIDS)
-    finally:
-        await store.aclose()
