@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
+from operator import attrgetter
 from pathlib import Path
 
 from bsky_backfill.atproto.car import CarLimits
@@ -40,6 +41,7 @@ from bsky_backfill.errors import (
 __all__ = ["Done", "Failed", "Outcome", "Retry", "WorkerOptions", "process_did", "unavailable"]
 
 _GET_REPO = "com.atproto.sync.getRepo"
+_collection = attrgetter("collection")  # map() with it counts at C speed
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +126,8 @@ def _keep(
 ) -> tuple[tuple[RecordRow, ...] | SpilledRows, Counter[str]]:
     """The rows in memory, or spilled to disk in chunks once there are ``SPILL_ROWS``
     (memory bounded whatever the repo's size), and their count per collection."""
-    by_collection: Counter[str] = Counter()
     first = list(islice(rows, SPILL_ROWS))
-    by_collection.update(row.collection for row in first)
+    by_collection = Counter(map(_collection, first))
     if len(first) < SPILL_ROWS:
         return tuple(first), by_collection
     spilled = SpilledRows(spool_dir)
@@ -135,7 +136,7 @@ def _keep(
         while chunk:
             spilled.append(chunk)
             chunk = list(islice(rows, SPILL_ROWS))
-            by_collection.update(row.collection for row in chunk)
+            by_collection.update(map(_collection, chunk))
     except BaseException:
         spilled.close()
         raise

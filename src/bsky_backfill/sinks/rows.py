@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import chain, groupby
+from operator import attrgetter
 from typing import Final, Protocol
 
 from bsky_backfill.core.models import RecordRow, RepoResult, RepoRow
@@ -62,6 +64,9 @@ REPO_COLUMNS: Final = (
     "error",
     "fetched_at",
 )
+
+
+_collection: Final = attrgetter("collection")
 
 
 def rfc3339(moment: datetime | None) -> str | None:
@@ -137,7 +142,9 @@ def record_chunks(results: Iterable[RepoResult]) -> Iterator[Sequence[RecordRow]
     """Every record of ``results`` in chunks: the rows held in memory together, then
     each chunk of each huge repo's spilled rows (read one at a time)."""
     results = list(results)
-    in_memory = [row for r in results if isinstance(r.records, tuple) for row in r.records]
+    in_memory = list(
+        chain.from_iterable(r.records for r in results if isinstance(r.records, tuple))
+    )
     if in_memory:
         yield in_memory
     for result in results:
@@ -148,9 +155,10 @@ def record_chunks(results: Iterable[RepoResult]) -> Iterator[Sequence[RecordRow]
 def group_by_collection(records: Iterable[RecordRow]) -> dict[str, list[RecordRow]]:
     """Records grouped by collection, each group in input order."""
     groups: dict[str, list[RecordRow]] = {}
-    for record in records:
-        group = groups.get(record.collection)
+    # A repo's records come in key order, so in runs of one collection: one step a run.
+    for collection, run in groupby(records, _collection):
+        group = groups.get(collection)
         if group is None:
-            groups[record.collection] = group = []
-        group.append(record)
+            groups[collection] = group = []
+        group.extend(run)
     return groups

@@ -6,11 +6,16 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bsky_backfill.core.models import RecordRow, RepoRow
+from bsky_backfill.core.models import RecordRow, RepoResult, RepoRow
+from bsky_backfill.core.spill import SpilledRows
 from bsky_backfill.sinks.rows import (
     RECORD_COLUMNS,
     REPO_COLUMNS,
+    group_by_collection,
+    record_chunks,
     record_values,
     repo_values,
     rfc3339,
@@ -47,3 +52,29 @@ def test_values_follow_the_column_order() -> None:
 )
 def test_rfc3339_is_utc_with_microseconds(moment: datetime | None, text: str | None) -> None:
     assert rfc3339(moment) == text
+
+
+@given(st.lists(st.sampled_from(["a.b.c", "a.b.d", "x.y.z"]), max_size=40))
+def test_records_are_grouped_by_collection_in_input_order(collections: list[str]) -> None:
+    template = repo_result("did:plc:grouped", n=1).records[0]
+    rows = [template._replace(collection=c, rkey=str(i)) for i, c in enumerate(collections)]
+    expected: dict[str, list[RecordRow]] = {}
+    for row in rows:
+        expected.setdefault(row.collection, []).append(row)
+    grouped = group_by_collection(rows)
+    assert grouped == expected
+    assert list(grouped) == list(expected)  # collections in order of first appearance
+
+
+def test_record_chunks_hold_the_rows_in_memory_together_then_each_spilled_chunk() -> None:
+    small, other = repo_result("did:plc:a", n=3), repo_result("did:plc:b", n=2)
+    spilled = SpilledRows()
+    huge_rows = repo_result("did:plc:c", n=4).records
+    spilled.append(huge_rows[:2])
+    spilled.append(huge_rows[2:])
+    huge = RepoResult(repo_result("did:plc:c").repo, spilled)
+    try:
+        chunks = [list(c) for c in record_chunks([small, huge, other])]
+    finally:
+        spilled.close()
+    assert chunks == [[*small.records, *other.records], list(huge_rows[:2]), list(huge_rows[2:])]
