@@ -40,6 +40,7 @@ typedef struct {
     sha256_init_fn init;
     sha256_update_fn update;
     sha256_final_fn final;
+    destructor plain_dealloc; /* of a tuple subclass made by a class statement */
 } module_state;
 
 /* Room for OpenSSL's SHA256_CTX (112 bytes in 1.1 and 3.x), opaque here. */
@@ -1129,35 +1130,56 @@ common_datetime(const uint8_t *s, Py_ssize_t n)
     return dt;
 }
 
-/* Leave a whole tuple of cls out of the cyclic garbage collector when no item is tracked
- * by it (str, bytes, int, datetime, None and the like): such a tuple cannot be part of a
- * cycle. CPython untracks such tuples itself, but only exact tuples and only when a
- * collection reaches them; a named tuple stays tracked for life, so each collection of an
- * older generation walked every item of every row a batch holds (~10 % of a job's CPU).
- * A cls with a __dict__ could come to hold anything: it stays tracked. */
-static void
-untrack(PyTypeObject *cls, PyObject *row)
+/* Whether cls is a strict subclass of tuple made by class statements only (a NamedTuple):
+ * its instances are bare tuples of their items. A type made in C may keep more than its
+ * items (os.stat_result does, past them) and is refused, as tuple.__new__ refuses it. */
+static int
+plain_tuple_type(module_state *st, PyTypeObject *cls)
 {
-    if (cls->tp_dictoffset != 0 || !PyObject_GC_IsTracked(row))
+    if (cls == &PyTuple_Type)
+        return 0;
+    for (PyTypeObject *t = cls; t != &PyTuple_Type; t = t->tp_base)
+        if (t == NULL || t->tp_dealloc != st->plain_dealloc ||
+            t->tp_basicsize != PyTuple_Type.tp_basicsize ||
+            t->tp_itemsize != PyTuple_Type.tp_itemsize)
+            return 0;
+    return 1;
+}
+
+/* Leave a whole row out of the cyclic garbage collector when no item can ever be tracked
+ * by it (CPython's own rule: not a container, or an exact tuple it already untracked;
+ * an empty dict is untracked now but not once it holds a container). Such a row cannot be
+ * part of a cycle. CPython untracks such tuples itself, but only exact tuples and only
+ * when a collection reaches them; a named tuple stays tracked for life, so each
+ * collection of an older generation walked every item of every row a batch holds
+ * (~10 % of a job's CPU). row's type is a plain_tuple_type: no __dict__ or other slot
+ * could come to hold anything. */
+static void
+untrack(PyObject *row)
+{
+    if (!PyObject_GC_IsTracked(row))
         return;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(row); i++)
-        if (PyObject_GC_IsTracked(PyTuple_GET_ITEM(row, i)))
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(row); i++) {
+        PyObject *item = PyTuple_GET_ITEM(row, i);
+        if (PyObject_IS_GC(item) && (!PyTuple_CheckExact(item) || PyObject_GC_IsTracked(item)))
             return;
+    }
     PyObject_GC_UnTrack(row);
 }
 
 PyDoc_STRVAR(row_doc,
 "row(cls, *values) -> cls\n\n"
-"A ``cls`` (a tuple type such as a NamedTuple) of ``values``, as ``tuple.__new__(cls,\n"
-"values)`` makes it, but left out of the cyclic garbage collector when no value is\n"
-"tracked by it (such a tuple cannot be part of a cycle).");
+"A ``cls`` (a tuple subclass made by class statements, such as a NamedTuple) of\n"
+"``values``, as ``tuple.__new__(cls, values)`` makes it, but left out of the cyclic\n"
+"garbage collector when no value can ever be tracked by it (str, bytes, int, datetime,\n"
+"None ...: such a tuple cannot be part of a cycle). TypeError for any other cls.");
 
 static PyObject *
 row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || !PyType_Check(args[0]) ||
-        !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type)) {
-        PyErr_SetString(PyExc_TypeError, "row() needs a tuple type first");
+        !plain_tuple_type(PyModule_GetState(module), (PyTypeObject *)args[0])) {
+        PyErr_SetString(PyExc_TypeError, "row() needs a tuple subclass such as a NamedTuple first");
         return NULL;
     }
     PyTypeObject *cls = (PyTypeObject *)args[0];
@@ -1168,7 +1190,7 @@ row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(args[i]);
         PyTuple_SET_ITEM(out, i - 1, args[i]);
     }
-    untrack(cls, out);
+    untrack(out);
     return out;
 }
 
@@ -1187,8 +1209,9 @@ set(PyObject *row, int i, PyObject *value)
 PyDoc_STRVAR(rows_doc,
 "rows(cls, data, table, did, records, pos, count, check_hashes) -> (list, pos)\n\n"
 "For ``count`` records of ``records`` (packed by walk()) from byte ``pos``, each a ``cls``\n"
-"(a tuple type) ``(collection, rkey, uri, cid, cid_str, json, created_at, text,\n"
-"reply_parent, reply_root, subject_uri, subject_did, created_moment)``: the record's\n"
+"(a NamedTuple; untracked by the cyclic GC) ``(collection, rkey, uri, cid, cid_str,\n"
+"json, created_at, text, reply_parent, reply_root, subject_uri, subject_did,\n"
+"created_moment)``: the record's\n"
 "atproto JSON and its string fields (None when absent or not a string), and createdAt\n"
 "as a datetime when in the common form; and where the next record starts. ``json``\n"
 "and the fields after it are None when the block is missing, fails its hash, or is not\n"
@@ -1229,11 +1252,11 @@ rows(PyObject *module, PyObject *args)
                           &check) ||
         !table_of(data, table, &t))
         return NULL;
-    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
-        PyErr_SetString(PyExc_TypeError, "cls must be a tuple type");
+    module_state *st = PyModule_GetState(module);
+    if (!plain_tuple_type(st, cls)) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a tuple subclass such as a NamedTuple");
         return NULL;
     }
-    module_state *st = PyModule_GetState(module);
     const uint8_t *packed = (const uint8_t *)PyBytes_AS_STRING(records);
     Py_ssize_t size = PyBytes_GET_SIZE(records);
     Py_ssize_t did_len;
@@ -1333,7 +1356,7 @@ rows(PyObject *module, PyObject *args)
                 PyTuple_SET_ITEM(row, f, Py_None);
             }
         }
-        untrack(cls, row);
+        untrack(row);
         /* Appended only when whole: no code ever sees a row with empty slots. */
         int appended = PyList_Append(out, row);
         Py_DECREF(row);
@@ -1374,6 +1397,13 @@ exec_module(PyObject *module)
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL)
         return -1;
+    /* The dealloc every class-statement subclass of tuple gets, from one made here. */
+    PyObject *probe = PyObject_CallFunction((PyObject *)&PyType_Type, "s(O){}", "probe",
+                                            (PyObject *)&PyTuple_Type);
+    if (probe == NULL)
+        return -1;
+    st->plain_dealloc = ((PyTypeObject *)probe)->tp_dealloc;
+    Py_DECREF(probe);
     /* hashlib's OpenSSL: import it so its libcrypto is loaded, then find SHA256 there. */
     PyObject *hashlib = PyImport_ImportModule("_hashlib");
     if (hashlib == NULL)

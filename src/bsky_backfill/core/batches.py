@@ -36,7 +36,8 @@ class _Pending:
 
 
 class BatchWriter:
-    """Buffers results and publishes them in batches of ``batch_size`` (or on ``flush``).
+    """Buffers results and publishes them in batches of ``batch_size`` DIDs or
+    ``batch_rows`` rows in memory, whichever comes first (or on ``flush``).
 
     Not thread-safe; safe for many tasks of one event loop (flushes are serialised).
     """

@@ -9,14 +9,9 @@ import pytest
 
 from bsky_backfill.atproto.repo import Repo, read_repo
 from bsky_backfill.atproto.syntax import datetime_to_tid
+from bsky_backfill.core import select
 from bsky_backfill.core.models import RecordRow
-from bsky_backfill.core.select import (
-    Selection,
-    SelectionCounts,
-    _tuple_row,
-    iter_rows,
-    record_moment,
-)
+from bsky_backfill.core.select import Selection, SelectionCounts, iter_rows, record_moment
 from bsky_backfill.errors import MalformedBlock
 from bsky_backfill.fakenet.repo_writer import build_repo
 from tests.support.native import compiled
@@ -137,9 +132,10 @@ def test_rows_are_left_out_of_the_cyclic_gc() -> None:
     assert not any(gc.is_tracked(r) for r in rows)
 
 
-def test_rows_made_without_the_c_module_are_the_same() -> None:
+def test_rows_made_without_the_c_module_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     rows, _ = rows_for(Selection())
-    again = [_tuple_row(RecordRow, *r) for r in rows]
+    monkeypatch.setattr(select, "_new_row", select._tuple_row)
+    again, _ = rows_for(Selection())
     assert again == rows
     assert all(type(r) is RecordRow for r in again)
 
