@@ -15,7 +15,6 @@ The collector runs with the thresholds ``bsky-backfill`` sets (``--default-gc``:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_e2e import COLLECTIONS, END, START
-from benchmarks.machine import RESULTS, machine
+from benchmarks.machine import RESULTS, save
 from bsky_backfill.atproto.identity import Identity, SigningKey
 from bsky_backfill.atproto.repo import read_repo
 from bsky_backfill.core.models import RepoResult
@@ -118,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         f"read + rows {figures['rows_us']} us, Parquet {figures['parquet_us']} us per record "
         f"-> {figures['records_per_s']:,} records/s per core ({figures['collector']} collector)"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine(), **figures}, indent=2) + "\n")
+    save(args.out, figures)
     return 0
 
 

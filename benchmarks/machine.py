@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -55,3 +56,9 @@ def minor_faults() -> int:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def save(out: Path, figures: dict[str, Any]) -> None:
+    """Write ``figures`` with the machine's facts as JSON to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), **figures}, indent=2) + "\n")

@@ -20,6 +20,7 @@ from functools import partial
 from itertools import islice
 from operator import attrgetter
 from pathlib import Path
+from typing import Final
 
 from bsky_backfill.atproto.car import CarLimits
 from bsky_backfill.atproto.identity import Identity
@@ -38,9 +39,25 @@ from bsky_backfill.errors import (
     RetryableError,
 )
 
-__all__ = ["Done", "Failed", "Outcome", "Retry", "WorkerOptions", "process_did", "unavailable"]
+__all__ = [
+    "READ_IN_MEMORY_BYTES",
+    "Done",
+    "Failed",
+    "Outcome",
+    "Retry",
+    "WorkerOptions",
+    "process_did",
+    "unavailable",
+]
 
 _GET_REPO = "com.atproto.sync.getRepo"
+
+READ_IN_MEMORY_BYTES: Final = 64 * 1024**2
+"""A repo spooled to a file (over ``XrpcOptions.spool_threshold``, downloads being many at a
+time) but no larger than this is read into memory to be read (one at a time): the C
+reader wants the CAR there, and is ~3x faster than the Python reader by offsets into the
+file (60k records: 0.35 vs ~1 s). Larger repos are read from the file, so memory stays
+bounded whatever a repo's size."""
 _collection = attrgetter("collection")  # map() with it counts at C speed
 
 
@@ -82,6 +99,8 @@ def _read(
     content: bytes | Path, identity: Identity, options: WorkerOptions, fetched_at: datetime
 ) -> RepoResult:
     """Verify and read a downloaded repo and select its rows (CPU-bound: run in a thread)."""
+    if isinstance(content, Path) and content.stat().st_size <= READ_IN_MEMORY_BYTES:
+        content = content.read_bytes()
     key = identity.signing_key.public_key().did_key if options.verify == "full" else None
     collections = options.selection.collections
     limits = CarLimits(max_total_bytes=options.max_repo_bytes)
