@@ -1,13 +1,15 @@
 """A large repo downloaded to a file: the worker's read from the file vs read into memory.
 
-Usage: python -m benchmarks.bench_spooled [--records N] [--repeats N] [--out results.json]
+Usage: python -m benchmarks.bench_spooled [--quick] [--records N] [--repeats N]
+                                          [--out results.json]
 
 A repo over ``XrpcOptions.spool_threshold`` (16 MB) is downloaded to a temporary file.
 The worker reads one up to ``core.worker.READ_IN_MEMORY_BYTES`` (64 MB) into memory,
 where the C reader applies, and a larger one by offsets into the file (the Python
 reader). This times both on one signed repo of ``--records`` records (default 60,000:
 ~20 MB), ``verify: full``, every record kept as a row, in CPU seconds of this process
-(best of ``--repeats``), the collector as ``bsky-backfill`` sets it.
+(best of ``--repeats``), the collector as ``bsky-backfill`` sets it. ``--quick``: 20,000
+records.
 """
 
 from __future__ import annotations
@@ -47,18 +49,20 @@ def read_cpu(path: Path, limit: int, repeats: int) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=60_000)
+    parser.add_argument("--quick", action="store_true", help="20,000 records")
+    parser.add_argument("--records", type=int, default=None, help="default 60,000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "spooled.json")
     args = parser.parse_args(argv)
+    records = args.records or (20_000 if args.quick else 60_000)
     tune_process()
     with tempfile.TemporaryDirectory(prefix="bench-spooled-") as folder:
         path = Path(folder) / "repo.car"
-        path.write_bytes(make_repo(args.records).car)
+        path.write_bytes(make_repo(records).car)
         size = path.stat().st_size
         file_s, rows = read_cpu(path, 0, args.repeats)
         memory_s, same = read_cpu(path, size, args.repeats)
-    assert rows == same == args.records, (rows, same)
+    assert rows == same == records, (rows, same)
     figures = {
         "records": rows,
         "mb": round(size / 1e6, 1),

@@ -1,12 +1,12 @@
 """Every benchmark in one command, a summary JSON and the plots BENCHMARKS.md shows.
 
-Usage: python -m benchmarks.run [--quick] [--with-scheduler] [--only reader e2e memory]
+Usage: python -m benchmarks.run [--quick] [--with-scheduler] [--only reader spooled e2e ...]
                                 [--publish | --no-publish]
 
-``--quick`` (a few minutes): reader quick, e2e + baseline quick (300 accounts), memory
-quick (10k DIDs, a ~100 MB repo). Full: the same at full size (100k DIDs, a ~1 GB repo;
-~30 minutes). The scheduler benchmark (rate limits; 6-25 minutes) runs only with
-``--with-scheduler``.
+``--quick`` (a few minutes): reader quick, a spooled repo of 20k records, e2e + baseline
+quick (300 accounts), memory quick (10k DIDs, a ~100 MB repo). Full: the same at full
+size (60k records, 100k DIDs, a ~1 GB repo; ~30 minutes). The scheduler benchmark (rate
+limits; 6-25 minutes) runs only with ``--with-scheduler``.
 
 Writes ``benchmarks/results/summary.json`` (and ``summary_<mode>.json``),
 ``results/e2e.png`` (bsky-backfill vs the atproto-SDK baseline) and ``results/memory.png``
@@ -24,11 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_e2e, bench_memory, bench_reader, bench_scheduler
+from benchmarks import bench_e2e, bench_memory, bench_reader, bench_scheduler, bench_spooled
 from benchmarks.machine import RESULTS, log, machine
 
 PLOTS = Path(__file__).resolve().parent / "plots"
-STEPS = ("reader", "e2e", "memory", "scheduler")
+STEPS = ("reader", "spooled", "e2e", "memory", "scheduler")
 
 
 def run_step(name: str, main: Callable[[list[str]], int], args: list[str], out: Path) -> Any:
@@ -102,13 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
-    steps = set(args.only or STEPS[:3]) | ({"scheduler"} if args.with_scheduler else set())
+    steps = set(args.only or STEPS[:4]) | ({"scheduler"} if args.with_scheduler else set())
     flag = ["--quick"] if args.quick else []
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"mode": mode, "machine": machine()}
     if "reader" in steps:
         out = RESULTS / f"reader_{mode}.json"
         summary["reader"] = run_step("reader", bench_reader.main, flag, out)
+    if "spooled" in steps:
+        out = RESULTS / f"spooled_{mode}.json"
+        summary["spooled"] = run_step("spooled", bench_spooled.main, flag, out)
     if "e2e" in steps:
         out = RESULTS / f"e2e_{mode}.json"
         summary["e2e"] = run_step("e2e + baseline", bench_e2e.main, [*flag, "--baseline"], out)
