@@ -342,22 +342,20 @@ class HostLimiter:
         self._limited_in_window = True
         if not first_in_window:  # the refusals of one window (requests in flight) count once
             return
-        if remaining is not None:
-            if remaining > 1:  # its own headers claim room: measure what it accepted
-                if self._limit is not None:
-                    # Its count at the refusal, less the refused request (which a host
-                    # may count): answers still in flight may have been accepted too.
-                    self._used = max(self._used, self._limit - remaining - 1)
-                self._distrust(measured=True)
-        elif self._room is not None and self._room > 1:  # the last answer claimed room
-            self._distrust(measured=False)
+        if remaining is not None and remaining > 1:  # its own headers claim room
+            self._distrust(remaining)
+        elif remaining is None and self._room is not None and self._room > 1:
+            self._distrust(None)  # the last answer claimed room
 
-    def _distrust(self, *, measured: bool) -> None:
-        """Believe the host's headers less: ``measured`` (the refusal's own headers claimed
-        room), no more than the share of its advertised quota it had accepted in this
-        window, now and after clean windows (a measure, so a later refusal at the same
-        count costs nothing more); else 30 % less, for a while."""
-        if measured and self._limit:
+    def _distrust(self, remaining: int | None) -> None:
+        """Believe the host's headers less. ``remaining``: the refusal's own count of what
+        is left, which measures what the host had accepted in this window — its count at
+        the refusal, less the refused request (which a host may count); answers still in
+        flight may have been accepted too. Then believe no more than that share of its
+        advertised quota, now and after clean windows (a measure, so a later refusal at
+        the same count costs nothing more). Unmeasured: 30 % less, for a while."""
+        if remaining is not None and self._limit:
+            self._used = max(self._used, self._limit - remaining - 1)
             accepted = min(self._used / self._limit, 1.0)
             self._ceiling = max(accepted, 0.05)
             self._trust = max(min(self._trust, accepted), 0.05)
