@@ -33,16 +33,11 @@ NOW = datetime.now(UTC)
 
 def read_cpu(path: Path, limit: int, repeats: int) -> tuple[float, int]:
     """The least CPU seconds of the worker's read of ``path`` with ``limit`` as
-    ``READ_IN_MEMORY_BYTES``, and the rows it made."""
+    ``read_in_memory_bytes``, and the rows it made."""
     key = SigningKey("multikey", KEY.public_key.multikey)
     identity = Identity(DID, "https://pds.example", key, None)
-    options = worker.WorkerOptions(job_id="bench")
-    default = worker.READ_IN_MEMORY_BYTES
-    worker.READ_IN_MEMORY_BYTES = limit  # type: ignore[misc]  # the one knob compared
-    try:
-        seconds, result = best(repeats, lambda: worker._read(path, identity, options, NOW))
-    finally:
-        worker.READ_IN_MEMORY_BYTES = default  # type: ignore[misc]
+    options = worker.WorkerOptions(job_id="bench", read_in_memory_bytes=limit)
+    seconds, result = best(repeats, lambda: worker._read(path, identity, options, NOW))
     result.close()
     return seconds, result.repo.records
 

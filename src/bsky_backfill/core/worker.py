@@ -70,6 +70,7 @@ class WorkerOptions:
     verify: Verify = "full"
     max_repo_bytes: int = 2 * 1024**3
     spool_dir: Path | None = None
+    read_in_memory_bytes: int = READ_IN_MEMORY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,7 @@ def _read(
     content: bytes | Path, identity: Identity, options: WorkerOptions, fetched_at: datetime
 ) -> RepoResult:
     """Verify and read a downloaded repo and select its rows (CPU-bound: run in a thread)."""
-    if isinstance(content, Path) and content.stat().st_size <= READ_IN_MEMORY_BYTES:
+    if isinstance(content, Path) and content.stat().st_size <= options.read_in_memory_bytes:
         content = content.read_bytes()
     key = identity.signing_key.public_key().did_key if options.verify == "full" else None
     collections = options.selection.collections

@@ -157,8 +157,5 @@ def group_by_collection(records: Iterable[RecordRow]) -> dict[str, list[RecordRo
     groups: dict[str, list[RecordRow]] = {}
     # A repo's records come in key order, so in runs of one collection: one step a run.
     for collection, run in groupby(records, _collection):
-        group = groups.get(collection)
-        if group is None:
-            groups[collection] = group = []
-        group.extend(run)
+        groups.setdefault(collection, []).extend(run)
     return groups

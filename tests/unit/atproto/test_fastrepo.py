@@ -401,9 +401,10 @@ def test_an_untracked_row_cannot_leak_a_cycle() -> None:
     holder: dict[str, object] = {}
     row = compiled().row(_Pair, "a", holder)
     holder["row"] = row  # a cycle: the collector must still see it
-    alive = weakref.ref(holder_class := type("Held", (), {})())
-    holder["held"] = holder_class
-    del holder, row, holder_class
+    held = type("Held", (), {})()
+    alive = weakref.ref(held)
+    holder["held"] = held
+    del holder, row, held
     gc.collect()
     assert alive() is None
 

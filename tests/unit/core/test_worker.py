@@ -23,7 +23,7 @@ def read_spooled(
     path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
 ) -> tuple[type, list[RecordRow]]:
     """The rows of the repo at ``path`` as the worker reads it with ``limit`` as
-    ``READ_IN_MEMORY_BYTES``, and what it handed the reader (bytes or the path)."""
+    ``read_in_memory_bytes``, and what it handed the reader (bytes or the path)."""
     handed: list[type] = []
     real = worker.read_repo
 
@@ -32,8 +32,8 @@ def read_spooled(
         return real(content, **kwargs)
 
     monkeypatch.setattr(worker, "read_repo", spy)
-    monkeypatch.setattr(worker, "READ_IN_MEMORY_BYTES", limit)
-    result = worker._read(path, IDENTITY, worker.WorkerOptions(job_id="j"), NOW)
+    options = worker.WorkerOptions(job_id="j", read_in_memory_bytes=limit)
+    result = worker._read(path, IDENTITY, options, NOW)
     assert isinstance(result.records, tuple)
     return handed[0], list(result.records)
 
