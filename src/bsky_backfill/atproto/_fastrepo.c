@@ -1211,9 +1211,9 @@ PyDoc_STRVAR(rows_doc,
 "For ``count`` records of ``records`` (packed by walk()) from byte ``pos``, each a ``cls``\n"
 "(a NamedTuple; untracked by the cyclic GC) ``(collection, rkey, uri, cid, cid_str,\n"
 "json, created_at, text, reply_parent, reply_root, subject_uri, subject_did,\n"
-"created_moment)``: the record's\n"
-"atproto JSON and its string fields (None when absent or not a string), and createdAt\n"
-"as a datetime when in the common form; and where the next record starts. ``json``\n"
+"created_moment)``: the record's atproto JSON and its string fields (None when absent\n"
+"or not a string), and createdAt as a datetime when in the common form; and where the\n"
+"next record starts. ``json``\n"
 "and the fields after it are None when the block is missing, fails its hash, or is not\n"
 "in this reader's subset: the Python path reads that one.");
 
