@@ -1213,9 +1213,9 @@ PyDoc_STRVAR(rows_doc,
 "json, created_at, text, reply_parent, reply_root, subject_uri, subject_did,\n"
 "created_moment)``: the record's atproto JSON and its string fields (None when absent\n"
 "or not a string), and createdAt as a datetime when in the common form; and where the\n"
-"next record starts. ``json``\n"
-"and the fields after it are None when the block is missing, fails its hash, or is not\n"
-"in this reader's subset: the Python path reads that one.");
+"next record starts. ``json`` and the fields after it are None when the block is\n"
+"missing, fails its hash, or is not in this reader's subset: the Python path reads that\n"
+"one.");
 
 /* The next record of walk()'s packing at *pos: its key and CID; 0 at the end or when
  * the packing is not walk()'s (ValueError set). */
